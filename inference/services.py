@@ -1,0 +1,118 @@
+"""Classification of examinations: claim, predict, record. Called by tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from PIL import Image
+
+from lesions.models import Alert, Examination, Prediction
+from portal.audit import audit_record
+
+logger = logging.getLogger(__name__)
+
+
+class BadImage(Exception):
+    """The stored image cannot be classified; retrying will not help."""
+
+
+def examination_claim(*, examination_id: int) -> bool:
+    """Conditional update: only one worker moves PENDING (or a stale RUNNING) to RUNNING."""
+    now = timezone.now()
+    stale_before = now - dt.timedelta(seconds=settings.DERMATRACK_STALE_CLAIM_SECONDS)
+    claimable = Q(status=Examination.Status.PENDING) | Q(status=Examination.Status.RUNNING, claimed_at__lt=stale_before)
+    from django.db.models import F
+
+    changed = (
+        Examination.objects.filter(claimable, pk=examination_id)
+        .update(status=Examination.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    return changed == 1
+
+
+def examination_release(*, examination_id: int) -> None:
+    """Back to the queue after a transient failure (the task will be retried)."""
+    Examination.objects.filter(pk=examination_id, status=Examination.Status.RUNNING).update(
+        status=Examination.Status.PENDING, claimed_at=None
+    )
+
+
+def examination_mark_failed(*, examination_id: int, reason: str) -> None:
+    Examination.objects.filter(pk=examination_id).update(
+        status=Examination.Status.FAILED, failure_reason=reason[:300], claimed_at=None
+    )
+
+
+def _load_image(exam: Examination) -> Image.Image:
+    import io
+
+    try:
+        with exam.image.open("rb") as fh:
+            data = fh.read()
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
+    except FileNotFoundError as exc:
+        raise BadImage("The stored image file is missing.") from exc
+    except OSError as exc:
+        raise BadImage("The stored image could not be decoded.") from exc
+
+
+def examination_classify(*, examination_id: int) -> Prediction:
+    """Runs the classifier on a claimed examination and records the prediction (idempotent)."""
+    from inference.classifier import get_classifier
+
+    exam = Examination.objects.select_related("lesion__patient__clinic").get(pk=examination_id)
+    classifier = get_classifier()
+    existing = Prediction.objects.filter(examination=exam, model_sha256=classifier.sha256).first()
+    if existing is None:
+        probabilities = classifier.predict([_load_image(exam)])[0]
+        existing = prediction_record(exam=exam, classifier=classifier, probabilities=probabilities)
+    Examination.objects.filter(pk=exam.pk).update(
+        status=Examination.Status.DONE, failure_reason="", claimed_at=None
+    )
+    return existing
+
+
+@transaction.atomic
+def prediction_record(*, exam: Examination, classifier, probabilities) -> Prediction:
+    classes = list(classifier.classes)
+    probs = {c: round(float(p), 6) for c, p in zip(classes, probabilities)}
+    risk = float(classifier.malignancy_risk(probabilities[None, :])[0])
+    try:
+        with transaction.atomic():
+            prediction = Prediction.objects.create(
+                examination=exam, model_name=classifier.name, model_version=classifier.version,
+                model_sha256=classifier.sha256, probabilities=probs, malignancy_risk=f"{risk:.6f}",
+                top_class=classes[int(probabilities.argmax())],
+            )
+    except IntegrityError:
+        # Another run of the same task won the race: keep its result, add nothing.
+        return Prediction.objects.get(examination=exam, model_sha256=classifier.sha256)
+    if risk >= classifier.alert_threshold:
+        Alert.objects.create(
+            prediction=prediction, lesion=exam.lesion, clinic=exam.lesion.patient.clinic,
+            priority=min(1000, int(round(risk * 1000))),
+        )
+    audit_record(actor=None, action="prediction.create", target=prediction, patient=exam.lesion.patient)
+    logger.info("examination %s classified by %s %s", exam.uuid, classifier.name, classifier.version)
+    return prediction
+
+
+def requeue_stale_examinations() -> list[int]:
+    """RUNNING rows whose claim expired (worker died) go back to PENDING; returns their ids."""
+    stale_before = timezone.now() - dt.timedelta(seconds=settings.DERMATRACK_STALE_CLAIM_SECONDS)
+    ids = list(
+        Examination.objects.filter(status=Examination.Status.RUNNING, claimed_at__lt=stale_before).values_list(
+            "pk", flat=True
+        )
+    )
+    Examination.objects.filter(pk__in=ids, status=Examination.Status.RUNNING, claimed_at__lt=stale_before).update(
+        status=Examination.Status.PENDING, claimed_at=None
+    )
+    return ids

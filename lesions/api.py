@@ -1,0 +1,114 @@
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from lesions.models import BodySite
+from lesions.selectors import (
+    examination_get_for,
+    examination_list_for,
+    latest_prediction,
+    lesion_get_for,
+    lesion_list_for,
+)
+from lesions.services import examination_upload, lesion_add
+from patients.selectors import patient_get_for
+from portal import permissions
+
+
+class LesionOutputSerializer(serializers.Serializer):
+    uuid = serializers.UUIDField()
+    patient = serializers.UUIDField(source="patient.uuid")
+    body_site = serializers.CharField()
+    label = serializers.CharField()
+    status = serializers.CharField()
+    first_noted = serializers.DateField()
+    next_follow_up = serializers.DateField()
+
+
+class PredictionOutputSerializer(serializers.Serializer):
+    uuid = serializers.UUIDField()
+    model_name = serializers.CharField()
+    model_version = serializers.CharField()
+    model_sha256 = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    probabilities = serializers.DictField(child=serializers.FloatField())
+    malignancy_risk = serializers.FloatField(source="risk")
+    top_class = serializers.CharField()
+
+
+class ExaminationOutputSerializer(serializers.Serializer):
+    uuid = serializers.UUIDField()
+    lesion = serializers.UUIDField(source="lesion.uuid")
+    captured_at = serializers.DateTimeField()
+    status = serializers.CharField()
+    failure_reason = serializers.CharField()
+    diameter_mm = serializers.DecimalField(max_digits=5, decimal_places=1)
+    notes = serializers.CharField()
+    image_width = serializers.IntegerField()
+    image_height = serializers.IntegerField()
+    prediction = serializers.SerializerMethodField()
+
+    def get_prediction(self, exam):
+        prediction = latest_prediction(exam)
+        return PredictionOutputSerializer(prediction).data if prediction else None
+
+
+class PatientLesionListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        body_site = serializers.ChoiceField(choices=BodySite.choices)
+        label = serializers.CharField(max_length=120, required=False, allow_blank=True)
+        first_noted = serializers.DateField(required=False)
+
+    def get(self, request, patient_uuid):
+        patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
+        lesions = lesion_list_for(user=request.user, patient=patient)
+        return Response(LesionOutputSerializer(lesions, many=True).data)
+
+    def post(self, request, patient_uuid):
+        patient = patient_get_for(user=request.user, patient_uuid=patient_uuid, audit=False)
+        permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        lesion = lesion_add(actor=request.user, patient=patient, **data.validated_data)
+        return Response(LesionOutputSerializer(lesion).data, status=status.HTTP_201_CREATED)
+
+
+class LesionDetailApi(APIView):
+    def get(self, request, lesion_uuid):
+        lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
+        return Response(LesionOutputSerializer(lesion).data)
+
+
+class LesionExaminationListApi(APIView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    class InputSerializer(serializers.Serializer):
+        image = serializers.FileField(allow_empty_file=True)
+        captured_at = serializers.DateTimeField(required=False)
+        diameter_mm = serializers.DecimalField(
+            max_digits=5, decimal_places=1, required=False, min_value=0, max_value=500, allow_null=True
+        )
+        notes = serializers.CharField(required=False, allow_blank=True)
+
+    def get(self, request, lesion_uuid):
+        lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
+        exams = examination_list_for(user=request.user, lesion=lesion)
+        return Response(ExaminationOutputSerializer(exams, many=True).data)
+
+    def post(self, request, lesion_uuid):
+        lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
+        permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, lesion.patient)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        upload = values.pop("image")
+        exam = examination_upload(actor=request.user, lesion=lesion, image=upload, image_size=upload.size, **values)
+        exam = examination_get_for(user=request.user, examination_uuid=exam.uuid, audit=False)
+        return Response(ExaminationOutputSerializer(exam).data, status=status.HTTP_201_CREATED)
+
+
+class ExaminationDetailApi(APIView):
+    def get(self, request, examination_uuid):
+        exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
+        return Response(ExaminationOutputSerializer(exam).data)

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from patients.models import Patient
+from portal.crypto import EncryptedCharField, EncryptedJSONField, EncryptedTextField
+from portal.models import Clinic
+
+
+class BodySite(models.TextChoices):
+    SCALP = "scalp", "Scalp"
+    FACE = "face", "Face"
+    EAR = "ear", "Ear"
+    NECK = "neck", "Neck"
+    CHEST = "chest", "Chest"
+    ABDOMEN = "abdomen", "Abdomen"
+    UPPER_BACK = "upper_back", "Upper back"
+    LOWER_BACK = "lower_back", "Lower back"
+    LEFT_UPPER_ARM = "left_upper_arm", "Left upper arm"
+    RIGHT_UPPER_ARM = "right_upper_arm", "Right upper arm"
+    LEFT_FOREARM = "left_forearm", "Left forearm"
+    RIGHT_FOREARM = "right_forearm", "Right forearm"
+    LEFT_HAND = "left_hand", "Left hand"
+    RIGHT_HAND = "right_hand", "Right hand"
+    GENITAL = "genital", "Genital area"
+    BUTTOCKS = "buttocks", "Buttocks"
+    LEFT_THIGH = "left_thigh", "Left thigh"
+    RIGHT_THIGH = "right_thigh", "Right thigh"
+    LEFT_LOWER_LEG = "left_lower_leg", "Left lower leg"
+    RIGHT_LOWER_LEG = "right_lower_leg", "Right lower leg"
+    LEFT_FOOT = "left_foot", "Left foot"
+    RIGHT_FOOT = "right_foot", "Right foot"
+
+
+class Lesion(models.Model):
+    class Status(models.TextChoices):
+        MONITORING = "monitoring", "Monitoring"
+        REFERRED = "referred", "Referred"
+        EXCISED = "excised", "Excised"
+        RESOLVED = "resolved", "Resolved"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="lesions")
+    body_site = models.CharField(max_length=32, choices=BodySite.choices)
+    label = EncryptedCharField(max_length=120, blank=True, help_text="Free text, e.g. 'mole below left scapula'.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.MONITORING)
+    first_noted = models.DateField(default=timezone.localdate)
+    next_follow_up = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="lesions_added"
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Lesion {self.uuid}"
+
+
+def _image_name(instance: Examination, filename: str) -> str:
+    # Never the uploaded name: it may carry a patient's name.
+    return f"examinations/{uuid.uuid4().hex}.png.enc"
+
+
+class Examination(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for analysis"
+        RUNNING = "running", "Being analysed"
+        DONE = "done", "Analysed"
+        FAILED = "failed", "Analysis failed"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    lesion = models.ForeignKey(Lesion, on_delete=models.PROTECT, related_name="examinations")
+    captured_at = models.DateTimeField(default=timezone.now)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="examinations_uploaded"
+    )
+    image = models.FileField(upload_to=_image_name)
+    image_sha256 = models.CharField(max_length=64)
+    image_width = models.PositiveIntegerField()
+    image_height = models.PositiveIntegerField()
+    diameter_mm = models.DecimalField(
+        max_digits=5, decimal_places=1, null=True, blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(500)],
+    )
+    notes = EncryptedTextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    failure_reason = models.CharField(max_length=300, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["captured_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Examination {self.uuid}"
+
+
+class Prediction(models.Model):
+    """One model's output for one examination. Unique per (examination, model file), so
+    a task that runs twice leaves one result."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    examination = models.ForeignKey(Examination, on_delete=models.PROTECT, related_name="predictions")
+    model_name = models.CharField(max_length=100)
+    model_version = models.CharField(max_length=40)
+    model_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    probabilities = EncryptedJSONField()
+    malignancy_risk = EncryptedCharField(max_length=32)
+    top_class = models.CharField(max_length=16)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["examination", "model_sha256"], name="one_prediction_per_model_file")
+        ]
+
+    @property
+    def risk(self) -> float:
+        return float(self.malignancy_risk)
+
+    def __str__(self) -> str:
+        return f"Prediction {self.uuid}"
+
+
+class Alert(models.Model):
+    """Raised when a prediction's malignancy risk passes the model's alert threshold.
+
+    `priority` (risk in thousandths) is stored in clear so the queue can be ordered in SQL;
+    it names no one and says nothing without the encrypted record behind it.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        TRIAGED = "triaged", "Triaged"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    prediction = models.OneToOneField(Prediction, on_delete=models.PROTECT, related_name="alert")
+    lesion = models.ForeignKey(Lesion, on_delete=models.PROTECT, related_name="alerts")
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="alerts")
+    priority = models.PositiveSmallIntegerField(db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-priority", "created_at"]
+        indexes = [models.Index(fields=["clinic", "status", "-priority", "created_at"], name="alert_queue_idx")]
+
+    def __str__(self) -> str:
+        return f"Alert {self.uuid}"

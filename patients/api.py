@@ -1,0 +1,58 @@
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from patients.selectors import patient_get_for, patient_list_for
+from patients.services import patient_register
+from portal import permissions
+from portal.audit import audit_record
+from portal.models import Clinic
+
+
+class PatientOutputSerializer(serializers.Serializer):
+    uuid = serializers.UUIDField()
+    given_name = serializers.CharField()
+    family_name = serializers.CharField()
+    date_of_birth = serializers.DateField()
+    medical_record_number = serializers.CharField()
+    clinic = serializers.CharField(source="clinic.name")
+    created_at = serializers.DateTimeField()
+
+
+class PatientListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        given_name = serializers.CharField(max_length=100)
+        family_name = serializers.CharField(max_length=100)
+        date_of_birth = serializers.DateField()
+        medical_record_number = serializers.CharField(max_length=40)
+        phone = serializers.CharField(max_length=40, required=False, allow_blank=True)
+        email = serializers.EmailField(required=False, allow_blank=True)
+        address = serializers.CharField(required=False, allow_blank=True)
+        clinic = serializers.UUIDField(required=False)
+
+    def get(self, request):
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(patient_list_for(user=request.user), request, view=self)
+        audit_record(actor=request.user, action="patient.list")
+        return paginator.get_paginated_response(PatientOutputSerializer(page, many=True).data)
+
+    def post(self, request):
+        permissions.require_can_register_patients(request.user)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        clinic_uuid = values.pop("clinic", None)
+        clinic = request.user.clinic
+        if clinic_uuid and request.user.is_superuser:
+            clinic = Clinic.objects.filter(uuid=clinic_uuid).first()
+        if clinic is None:
+            return Response({"clinic": ["A clinic is required."]}, status=status.HTTP_400_BAD_REQUEST)
+        patient = patient_register(actor=request.user, clinic=clinic, **values)
+        return Response(PatientOutputSerializer(patient).data, status=status.HTTP_201_CREATED)
+
+
+class PatientDetailApi(APIView):
+    def get(self, request, patient_uuid):
+        patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
+        return Response(PatientOutputSerializer(patient).data)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from portal.crypto import EncryptedCharField, EncryptedDateField, EncryptedTextField
+from portal.models import Clinic
+
+
+class Patient(models.Model):
+    """A patient of one clinic. Every identifying field is encrypted; lookups by record
+    number go through `mrn_index`, a keyed hash (blind index)."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="patients")
+    account = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="patient_record"
+    )
+    given_name = EncryptedCharField(max_length=100)
+    family_name = EncryptedCharField(max_length=100)
+    date_of_birth = EncryptedDateField()
+    medical_record_number = EncryptedCharField(max_length=40)
+    mrn_index = models.CharField(max_length=64, editable=False)
+    phone = EncryptedCharField(max_length=40, blank=True)
+    email = EncryptedCharField(max_length=254, blank=True)
+    address = EncryptedTextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="patients_registered"
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["clinic", "mrn_index"], name="unique_mrn_per_clinic")]
+        permissions = [
+            ("manage_lesions", "Can add lesions and upload examinations"),
+            ("triage_patient", "Can make triage decisions"),
+        ]
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.given_name} {self.family_name}"
+
+    def __str__(self) -> str:
+        # Deliberately not the name: __str__ ends up in logs and admin messages.
+        return f"Patient {self.uuid}"

@@ -1,0 +1,30 @@
+"""Reads of patient records, always for an acting user, always audited."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from patients.models import Patient
+from portal import permissions
+from portal.audit import audit_record
+from portal.models import User
+
+
+def patient_list_for(*, user: User) -> QuerySet[Patient]:
+    return permissions.visible_patients(user).select_related("clinic").order_by("-created_at")
+
+
+def patient_get_for(*, user: User, patient_uuid: object, audit: bool = True) -> Patient:
+    patient = permissions.get_visible_or_404(patient_list_for(user=user), uuid=patient_uuid)
+    if audit:
+        audit_record(actor=user, action="patient.view", target=patient, patient=patient)
+    return patient
+
+
+def own_patient_record(*, user: User) -> Patient | None:
+    """The record of a logged-in patient, if they have one."""
+    patient = Patient.objects.filter(account=user).select_related("clinic").first()
+    if patient is not None and permissions.has_patient_perm(user, permissions.VIEW, patient):
+        audit_record(actor=user, action="patient.view", target=patient, patient=patient)
+        return patient
+    return None

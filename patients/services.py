@@ -1,0 +1,67 @@
+"""Writes on patient records. Each one validates, audits and grants access in one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+
+from patients.models import Patient
+from portal import permissions
+from portal.audit import audit_record
+from portal.crypto import blind_index
+from portal.models import Clinic, Role, User
+from portal.services import user_create
+
+
+def _can_register_at(actor: User, clinic: Clinic) -> bool:
+    if actor.is_superuser:
+        return True
+    return actor.role in (Role.STAFF, Role.DERMATOLOGIST) and actor.clinic_id == clinic.pk
+
+
+def patient_find_by_mrn(*, clinic: Clinic, medical_record_number: str) -> Patient | None:
+    return Patient.objects.filter(clinic=clinic, mrn_index=blind_index(medical_record_number)).first()
+
+
+@transaction.atomic
+def patient_register(
+    *, actor: User, clinic: Clinic, given_name: str, family_name: str, date_of_birth: dt.date,
+    medical_record_number: str, phone: str = "", email: str = "", address: str = "",
+) -> Patient:
+    if not _can_register_at(actor, clinic):
+        raise PermissionDenied("You cannot register patients at this clinic.")
+    mrn = medical_record_number.strip()
+    if not mrn:
+        raise ValidationError({"medical_record_number": "A medical record number is required."})
+    if date_of_birth > dt.date.today():
+        raise ValidationError({"date_of_birth": "The date of birth is in the future."})
+    if patient_find_by_mrn(clinic=clinic, medical_record_number=mrn) is not None:
+        raise ValidationError(
+            {"medical_record_number": "A patient with this medical record number is already registered here."}
+        )
+    patient = Patient(
+        clinic=clinic, given_name=given_name.strip(), family_name=family_name.strip(), date_of_birth=date_of_birth,
+        medical_record_number=mrn, mrn_index=blind_index(mrn), phone=phone.strip(), email=email.strip(),
+        address=address.strip(), created_by=actor,
+    )
+    patient.full_clean()
+    patient.save()
+    permissions.patient_access_grant(patient)
+    audit_record(actor=actor, action="patient.create", target=patient, patient=patient)
+    return patient
+
+
+@transaction.atomic
+def patient_account_create(*, actor: User, patient: Patient, username: str, password: str) -> User:
+    """Give a patient a login that sees their own record only."""
+    permissions.require_patient_perm(actor, permissions.CHANGE, patient)
+    if patient.account_id:
+        raise ValidationError("This patient already has an account.")
+    account = user_create(username=username, password=password, role=Role.PATIENT, actor=actor)
+    patient.account = account
+    patient.save(update_fields=["account"])
+    permissions.patient_access_grant(patient)
+    audit_record(actor=actor, action="patient.account_create", target=patient, patient=patient)
+    return account

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from patients import views
+
+app_name = "patients"
+urlpatterns = [
+    path("patients/", views.patient_list, name="patient-list"),
+    path("patients/new/", views.patient_create, name="patient-create"),
+    path("patients/<uuid:patient_uuid>/", views.patient_detail, name="patient-detail"),
+    path("me/", views.my_record, name="my-record"),
+]

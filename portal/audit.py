@@ -1,0 +1,54 @@
+"""The audit trail. Selectors and services call `audit_record`; no view can forget it."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+from portal.models import AuditEntry
+
+_request_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "dermatrack_request_context", default=None
+)
+
+
+class RequestContextMiddleware:
+    """Remembers where the current request comes from, for audit entries."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = _request_context.set(
+            {
+                "ip": request.META.get("REMOTE_ADDR", ""),
+                "user_agent": request.META.get("HTTP_USER_AGENT", "")[:200],
+            }
+        )
+        try:
+            return self.get_response(request)
+        finally:
+            _request_context.reset(token)
+
+
+def audit_record(
+    *, actor: Any, action: str, target: Any = None, patient: Any = None, flagged: bool = False
+) -> AuditEntry:
+    context = _request_context.get() or {}
+    actor_obj = actor if getattr(actor, "is_authenticated", False) else None
+    target_uuid = str(getattr(target, "uuid", "") or "")
+    patient_uuid = str(getattr(patient, "uuid", "") or "")
+    return AuditEntry.objects.create(
+        actor=actor_obj,
+        actor_username=getattr(actor_obj, "username", "") if actor_obj else "system",
+        action=action,
+        target_type=type(target).__name__.lower() if target is not None else "",
+        target_uuid=target_uuid,
+        patient_uuid=patient_uuid,
+        ip_address=context.get("ip") or None,
+        user_agent=context.get("user_agent", ""),
+        flagged=flagged,
+    )

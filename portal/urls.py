@@ -1,0 +1,46 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from lesions import api as lesions_api
+from patients import api as patients_api
+from portal import views
+
+portal_patterns = (
+    [
+        path("", views.home, name="home"),
+        path("dashboard/", views.dashboard, name="dashboard"),
+    ],
+    "portal",
+)
+
+api_patterns = (
+    [
+        path("patients/", patients_api.PatientListApi.as_view(), name="patient-list"),
+        path("patients/<uuid:patient_uuid>/", patients_api.PatientDetailApi.as_view(), name="patient-detail"),
+        path("patients/<uuid:patient_uuid>/lesions/", lesions_api.PatientLesionListApi.as_view(), name="patient-lesions"),
+        path("lesions/<uuid:lesion_uuid>/", lesions_api.LesionDetailApi.as_view(), name="lesion-detail"),
+        path(
+            "lesions/<uuid:lesion_uuid>/examinations/",
+            lesions_api.LesionExaminationListApi.as_view(),
+            name="lesion-examinations",
+        ),
+        path(
+            "examinations/<uuid:examination_uuid>/",
+            lesions_api.ExaminationDetailApi.as_view(),
+            name="examination-detail",
+        ),
+    ],
+    "api",
+)
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("", include(portal_patterns)),
+    path("", include("patients.urls")),
+    path("", include("lesions.urls")),
+    path("api/", include(api_patterns)),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,101 @@
+"""factory_boy factories for every model the tests build."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import factory
+import numpy as np
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from lesions.models import BodySite, Examination, Lesion
+from patients.models import Patient
+from portal import permissions
+from portal.crypto import blind_index
+from portal.models import Clinic, Role, User
+
+PASSWORD = "correct-horse-battery-9"
+
+
+class ClinicFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Clinic
+
+    name = factory.Sequence(lambda n: f"Clinic {n}")
+    city = "Vienna"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    role = Role.STAFF
+    clinic = factory.SubFactory(ClinicFactory)
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def join_clinic(self, create, extracted, **kwargs):
+        if create:
+            self.save()
+            permissions.clinic_member_add(self)
+
+
+class PatientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Patient
+        skip_postgeneration_save = True
+
+    clinic = factory.SubFactory(ClinicFactory)
+    given_name = factory.Faker("first_name")
+    family_name = factory.Faker("last_name")
+    date_of_birth = factory.LazyFunction(lambda: dt.date(1970, 5, 17))
+    medical_record_number = factory.Sequence(lambda n: f"MRN-{100000 + n}")
+    mrn_index = factory.LazyAttribute(lambda o: blind_index(o.medical_record_number))
+    phone = "+43 1 555 0100"
+    email = factory.Faker("email")
+
+    @factory.post_generation
+    def grant(self, create, extracted, **kwargs):
+        if create:
+            permissions.patient_access_grant(self)
+
+
+class LesionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Lesion
+
+    patient = factory.SubFactory(PatientFactory)
+    body_site = BodySite.UPPER_BACK
+    label = "below left scapula"
+
+
+def png_bytes(size=(120, 90), colour=(150, 90, 70), seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def jpeg_bytes(size=(200, 150), seed=0, **save_kwargs) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", **save_kwargs)
+    return out.getvalue()
+
+
+class ExaminationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Examination
+
+    lesion = factory.SubFactory(LesionFactory)
+    image = factory.LazyFunction(lambda: ContentFile(png_bytes(), name="x.png"))
+    image_sha256 = "0" * 64
+    image_width = 120
+    image_height = 90
+    status = Examination.Status.PENDING
