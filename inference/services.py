@@ -28,9 +28,8 @@ def examination_claim(*, examination_id: int) -> bool:
     claimable = Q(status=Examination.Status.PENDING) | Q(status=Examination.Status.RUNNING, claimed_at__lt=stale_before)
     from django.db.models import F
 
-    changed = (
-        Examination.objects.filter(claimable, pk=examination_id)
-        .update(status=Examination.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1)
+    changed = Examination.objects.filter(claimable, pk=examination_id).update(
+        status=Examination.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
     )
     return changed == 1
 
@@ -73,22 +72,24 @@ def examination_classify(*, examination_id: int) -> Prediction:
     if existing is None:
         probabilities = classifier.predict([_load_image(exam)])[0]
         existing = prediction_record(exam=exam, classifier=classifier, probabilities=probabilities)
-    Examination.objects.filter(pk=exam.pk).update(
-        status=Examination.Status.DONE, failure_reason="", claimed_at=None
-    )
+    Examination.objects.filter(pk=exam.pk).update(status=Examination.Status.DONE, failure_reason="", claimed_at=None)
     return existing
 
 
 @transaction.atomic
 def prediction_record(*, exam: Examination, classifier, probabilities) -> Prediction:
     classes = list(classifier.classes)
-    probs = {c: round(float(p), 6) for c, p in zip(classes, probabilities)}
+    probs = {c: round(float(p), 6) for c, p in zip(classes, probabilities, strict=False)}
     risk = float(classifier.malignancy_risk(probabilities[None, :])[0])
     try:
         with transaction.atomic():
             prediction = Prediction.objects.create(
-                examination=exam, model_name=classifier.name, model_version=classifier.version,
-                model_sha256=classifier.sha256, probabilities=probs, malignancy_risk=f"{risk:.6f}",
+                examination=exam,
+                model_name=classifier.name,
+                model_version=classifier.version,
+                model_sha256=classifier.sha256,
+                probabilities=probs,
+                malignancy_risk=f"{risk:.6f}",
                 top_class=classes[int(probabilities.argmax())],
             )
     except IntegrityError:
@@ -96,8 +97,10 @@ def prediction_record(*, exam: Examination, classifier, probabilities) -> Predic
         return Prediction.objects.get(examination=exam, model_sha256=classifier.sha256)
     if risk >= classifier.alert_threshold:
         Alert.objects.create(
-            prediction=prediction, lesion=exam.lesion, clinic=exam.lesion.patient.clinic,
-            priority=min(1000, int(round(risk * 1000))),
+            prediction=prediction,
+            lesion=exam.lesion,
+            clinic=exam.lesion.patient.clinic,
+            priority=min(1000, round(risk * 1000)),
         )
     audit_record(actor=None, action="prediction.create", target=prediction, patient=exam.lesion.patient)
     logger.info("examination %s classified by %s %s", exam.uuid, classifier.name, classifier.version)

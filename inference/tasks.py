@@ -17,8 +17,13 @@ TRANSIENT_ERRORS = (DatabaseError, TimeoutError, ConnectionError)
 
 
 @shared_task(
-    bind=True, acks_late=True, reject_on_worker_lost=True, soft_time_limit=60, time_limit=90,
-    max_retries=5, ignore_result=True,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=60,
+    time_limit=90,
+    max_retries=5,
+    ignore_result=True,
 )
 def classify_examination_task(self, examination_id: int) -> None:
     if not services.examination_claim(examination_id=examination_id):
@@ -29,15 +34,18 @@ def classify_examination_task(self, examination_id: int) -> None:
     except services.BadImage as exc:
         services.examination_mark_failed(examination_id=examination_id, reason=str(exc))
     except SoftTimeLimitExceeded:
-        services.examination_mark_failed(examination_id=examination_id, reason="Analysis took too long and was stopped.")
+        services.examination_mark_failed(
+            examination_id=examination_id, reason="Analysis took too long and was stopped."
+        )
         raise
     except TRANSIENT_ERRORS as exc:
         services.examination_release(examination_id=examination_id)
-        raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries * 5))
+        raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries * 5))
     except Exception:
         logger.exception("classification of examination %s failed", examination_id)
         services.examination_mark_failed(
-            examination_id=examination_id, reason="Analysis failed because of an internal error; staff have been notified."
+            examination_id=examination_id,
+            reason="Analysis failed because of an internal error; staff have been notified.",
         )
         raise
 

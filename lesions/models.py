@@ -86,7 +86,10 @@ class Examination(models.Model):
     image_width = models.PositiveIntegerField()
     image_height = models.PositiveIntegerField()
     diameter_mm = models.DecimalField(
-        max_digits=5, decimal_places=1, null=True, blank=True,
+        max_digits=5,
+        decimal_places=1,
+        null=True,
+        blank=True,
         validators=[MinValueValidator(0), MaxValueValidator(500)],
     )
     notes = EncryptedTextField(blank=True)

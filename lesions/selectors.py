@@ -23,7 +23,9 @@ def lesion_list_for(*, user: User, patient: Patient | None = None) -> QuerySet[L
 
 
 def lesion_get_for(*, user: User, lesion_uuid: object) -> Lesion:
-    lesion = permissions.get_visible_or_404(lesion_list_for(user=user).select_related("patient__clinic"), uuid=lesion_uuid)
+    lesion = permissions.get_visible_or_404(
+        lesion_list_for(user=user).select_related("patient__clinic"), uuid=lesion_uuid
+    )
     audit_record(actor=user, action="lesion.view", target=lesion, patient=lesion.patient)
     return lesion
 

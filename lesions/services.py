@@ -25,8 +25,11 @@ def lesion_add(
 ) -> Lesion:
     permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, patient)
     lesion = Lesion(
-        patient=patient, body_site=body_site, label=label.strip(),
-        first_noted=first_noted or timezone.localdate(), created_by=actor,
+        patient=patient,
+        body_site=body_site,
+        label=label.strip(),
+        first_noted=first_noted or timezone.localdate(),
+        created_by=actor,
     )
     if lesion.first_noted > timezone.localdate():
         raise ValidationError({"first_noted": "The date first noted is in the future."})
@@ -37,8 +40,14 @@ def lesion_add(
 
 
 def examination_upload(
-    *, actor: User, lesion: Lesion, image: IO[bytes], image_size: int | None = None,
-    captured_at: dt.datetime | None = None, diameter_mm: Decimal | None = None, notes: str = "",
+    *,
+    actor: User,
+    lesion: Lesion,
+    image: IO[bytes],
+    image_size: int | None = None,
+    captured_at: dt.datetime | None = None,
+    diameter_mm: Decimal | None = None,
+    notes: str = "",
 ) -> Examination:
     """Validates the image before anything is written: a rejected upload stores nothing."""
     permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, lesion.patient)
@@ -47,9 +56,15 @@ def examination_upload(
         raise ValidationError({"captured_at": "The capture time is in the future."})
     with transaction.atomic():
         exam = Examination(
-            lesion=lesion, uploaded_by=actor, captured_at=captured_at or timezone.now(), diameter_mm=diameter_mm,
-            notes=notes.strip(), image_sha256=normalised.sha256, image_width=normalised.width,
-            image_height=normalised.height, status=Examination.Status.PENDING,
+            lesion=lesion,
+            uploaded_by=actor,
+            captured_at=captured_at or timezone.now(),
+            diameter_mm=diameter_mm,
+            notes=notes.strip(),
+            image_sha256=normalised.sha256,
+            image_width=normalised.width,
+            image_height=normalised.height,
+            status=Examination.Status.PENDING,
         )
         exam.image.save("upload", ContentFile(normalised.png_bytes), save=False)
         try:

@@ -66,8 +66,12 @@ def examination_create(request, lesion_uuid):
         upload = form.cleaned_data["image"]
         try:
             exam = examination_upload(
-                actor=request.user, lesion=lesion, image=upload, image_size=upload.size,
-                diameter_mm=form.cleaned_data.get("diameter_mm"), notes=form.cleaned_data.get("notes") or "",
+                actor=request.user,
+                lesion=lesion,
+                image=upload,
+                image_size=upload.size,
+                diameter_mm=form.cleaned_data.get("diameter_mm"),
+                notes=form.cleaned_data.get("notes") or "",
             )
         except ValidationError as exc:
             form.add_error("image" if not hasattr(exc, "error_dict") else None, exc.messages)
@@ -78,8 +82,11 @@ def examination_create(request, lesion_uuid):
         request,
         "lesions/lesion_detail.html",
         {
-            "lesion": lesion, "rows": _examination_rows(request.user, lesion), "can_manage": True,
-            "upload_form": form, "model": current_model_info(),
+            "lesion": lesion,
+            "rows": _examination_rows(request.user, lesion),
+            "can_manage": True,
+            "upload_form": form,
+            "model": current_model_info(),
         },
         status=400,
     )
@@ -111,7 +118,9 @@ def examination_detail(request, examination_uuid):
 @require_GET
 def examination_status(request, examination_uuid):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid, audit=False)
-    return JsonResponse({"status": exam.status, "done": exam.status in (Examination.Status.DONE, Examination.Status.FAILED)})
+    return JsonResponse(
+        {"status": exam.status, "done": exam.status in (Examination.Status.DONE, Examination.Status.FAILED)}
+    )
 
 
 @login_required

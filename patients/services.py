@@ -27,8 +27,16 @@ def patient_find_by_mrn(*, clinic: Clinic, medical_record_number: str) -> Patien
 
 @transaction.atomic
 def patient_register(
-    *, actor: User, clinic: Clinic, given_name: str, family_name: str, date_of_birth: dt.date,
-    medical_record_number: str, phone: str = "", email: str = "", address: str = "",
+    *,
+    actor: User,
+    clinic: Clinic,
+    given_name: str,
+    family_name: str,
+    date_of_birth: dt.date,
+    medical_record_number: str,
+    phone: str = "",
+    email: str = "",
+    address: str = "",
 ) -> Patient:
     if not _can_register_at(actor, clinic):
         raise PermissionDenied("You cannot register patients at this clinic.")
@@ -42,9 +50,16 @@ def patient_register(
             {"medical_record_number": "A patient with this medical record number is already registered here."}
         )
     patient = Patient(
-        clinic=clinic, given_name=given_name.strip(), family_name=family_name.strip(), date_of_birth=date_of_birth,
-        medical_record_number=mrn, mrn_index=blind_index(mrn), phone=phone.strip(), email=email.strip(),
-        address=address.strip(), created_by=actor,
+        clinic=clinic,
+        given_name=given_name.strip(),
+        family_name=family_name.strip(),
+        date_of_birth=date_of_birth,
+        medical_record_number=mrn,
+        mrn_index=blind_index(mrn),
+        phone=phone.strip(),
+        email=email.strip(),
+        address=address.strip(),
+        created_by=actor,
     )
     patient.full_clean()
     patient.save()

@@ -20,8 +20,16 @@ def clinic_create(*, name: str, city: str = "") -> Clinic:
 
 @transaction.atomic
 def user_create(
-    *, username: str, password: str, role: str, clinic: Clinic | None = None, email: str = "",
-    first_name: str = "", last_name: str = "", actor: User | None = None, check_password: bool = True,
+    *,
+    username: str,
+    password: str,
+    role: str,
+    clinic: Clinic | None = None,
+    email: str = "",
+    first_name: str = "",
+    last_name: str = "",
+    actor: User | None = None,
+    check_password: bool = True,
 ) -> User:
     user = User(username=username, role=role, clinic=clinic, email=email, first_name=first_name, last_name=last_name)
     if role == Role.ADMINISTRATOR:

@@ -18,7 +18,9 @@ api_patterns = (
     [
         path("patients/", patients_api.PatientListApi.as_view(), name="patient-list"),
         path("patients/<uuid:patient_uuid>/", patients_api.PatientDetailApi.as_view(), name="patient-detail"),
-        path("patients/<uuid:patient_uuid>/lesions/", lesions_api.PatientLesionListApi.as_view(), name="patient-lesions"),
+        path(
+            "patients/<uuid:patient_uuid>/lesions/", lesions_api.PatientLesionListApi.as_view(), name="patient-lesions"
+        ),
         path("lesions/<uuid:lesion_uuid>/", lesions_api.LesionDetailApi.as_view(), name="lesion-detail"),
         path(
             "lesions/<uuid:lesion_uuid>/examinations/",
