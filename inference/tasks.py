@@ -8,7 +8,10 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError
 
-from inference import services
+from django.db import transaction
+
+from inference import explaining, services
+from inference.models import Explanation
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,41 @@ def classify_examination_task(self, examination_id: int) -> None:
             reason="Analysis failed because of an internal error; staff have been notified.",
         )
         raise
+    else:
+        explaining.explanations_pending(examination_id=examination_id)
+        transaction.on_commit(lambda: explain_examination_task.delay(examination_id))
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=60,
+    time_limit=90,
+    max_retries=3,
+    ignore_result=True,
+)
+def explain_examination_task(self, examination_id: int, force: bool = False) -> None:
+    """CAM then LIME. A failure marks that explanation FAILED and never touches the prediction."""
+    for kind in (Explanation.Kind.CAM, Explanation.Kind.LIME):
+        try:
+            explaining.explanation_compute(examination_id=examination_id, kind=kind, force=force)
+        except SoftTimeLimitExceeded:
+            _mark_failed(examination_id, kind, "Explanation took too long and was stopped.")
+            raise
+        except TRANSIENT_ERRORS as exc:
+            raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries * 5))
+        except Exception:
+            logger.exception("%s explanation of examination %s failed", kind, examination_id)
+            _mark_failed(examination_id, kind, "Explanation failed because of an internal error.")
+
+
+def _mark_failed(examination_id: int, kind: str, reason: str) -> None:
+    from inference.classifier import get_classifier
+
+    Explanation.objects.filter(examination_id=examination_id, kind=kind, model_sha256=get_classifier().sha256).exclude(
+        status=Explanation.Status.DONE
+    ).update(status=Explanation.Status.FAILED, failure_reason=reason)
 
 
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=60)

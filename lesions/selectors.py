@@ -41,7 +41,9 @@ def examination_list_for(*, user: User, lesion: Lesion | None = None) -> QuerySe
 
 def examination_get_for(*, user: User, examination_uuid: object, audit: bool = True) -> Examination:
     exam = permissions.get_visible_or_404(
-        examination_list_for(user=user).select_related("lesion__patient__clinic", "uploaded_by"),
+        examination_list_for(user=user)
+        .select_related("lesion__patient__clinic", "uploaded_by")
+        .prefetch_related("explanations"),
         uuid=examination_uuid,
     )
     if audit:

@@ -10,4 +10,9 @@ urlpatterns = [
     path("examinations/<uuid:examination_uuid>/", views.examination_detail, name="examination-detail"),
     path("examinations/<uuid:examination_uuid>/status/", views.examination_status, name="examination-status"),
     path("examinations/<uuid:examination_uuid>/image/", views.examination_image, name="examination-image"),
+    path(
+        "examinations/<uuid:examination_uuid>/explanations/<str:kind>/",
+        views.explanation_image,
+        name="explanation-image",
+    ),
 ]

@@ -1,7 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -92,6 +92,14 @@ def examination_create(request, lesion_uuid):
     )
 
 
+def _current_explanations(exam) -> dict:
+    """kind -> Explanation for the model that made the latest prediction."""
+    prediction = latest_prediction(exam)
+    if prediction is None:
+        return {}
+    return {e.kind: e for e in exam.explanations.all() if e.model_sha256 == prediction.model_sha256}
+
+
 @login_required
 def examination_detail(request, examination_uuid):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
@@ -100,6 +108,7 @@ def examination_detail(request, examination_uuid):
     probabilities = []
     if prediction is not None:
         probabilities = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
+    explanations = _current_explanations(exam)
     return render(
         request,
         "lesions/examination_detail.html",
@@ -110,6 +119,10 @@ def examination_detail(request, examination_uuid):
             "probabilities": [(c, p, round(p * 100, 1)) for c, p in probabilities],
             "model": model,
             "threshold": (model or {}).get("alert_threshold"),
+            "cam": explanations.get("cam"),
+            "lime": explanations.get("lime"),
+            "explanations_pending": prediction is not None
+            and any(e.status == "pending" for e in explanations.values()),
         },
     )
 
@@ -118,9 +131,35 @@ def examination_detail(request, examination_uuid):
 @require_GET
 def examination_status(request, examination_uuid):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid, audit=False)
+    explanations = {kind: e.status for kind, e in _current_explanations(exam).items()}
+    done = exam.status in (Examination.Status.DONE, Examination.Status.FAILED)
     return JsonResponse(
-        {"status": exam.status, "done": exam.status in (Examination.Status.DONE, Examination.Status.FAILED)}
+        {
+            "status": exam.status,
+            "done": done,
+            "explanations": explanations,
+            "explanations_done": done and all(v != "pending" for v in explanations.values()),
+        }
     )
+
+
+@login_required
+@require_GET
+def explanation_image(request, examination_uuid, kind):
+    exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
+    explanation = _current_explanations(exam).get(kind)
+    if explanation is None or explanation.status != "done" or not explanation.image:
+        raise Http404("No such explanation.")
+    with explanation.image.open("rb") as fh:
+        return _private_png(fh.read())
+
+
+def _private_png(data: bytes) -> HttpResponse:
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = "private, no-store"
+    response["Content-Disposition"] = "inline"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required
@@ -128,9 +167,4 @@ def examination_status(request, examination_uuid):
 def examination_image(request, examination_uuid):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
     with exam.image.open("rb") as fh:
-        data = fh.read()
-    response = HttpResponse(data, content_type="image/png")
-    response["Cache-Control"] = "private, no-store"
-    response["Content-Disposition"] = "inline"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+        return _private_png(fh.read())

@@ -1,9 +1,26 @@
-// Polls the examination's status while analysis is pending, then reloads once.
+// Overlay toggles and opacity for the explanations; polls while analysis or explanations are pending.
 (function () {
   const panel = document.getElementById("analysis");
   if (!panel) return;
-  const pending = ["pending", "running"];
-  if (!pending.includes(panel.dataset.status)) return;
+
+  const layers = { cam: document.getElementById("layer-cam"), lime: document.getElementById("layer-lime") };
+  const opacity = document.getElementById("opacity");
+  function show(kind) {
+    for (const [name, el] of Object.entries(layers)) {
+      if (el) el.hidden = name !== kind;
+    }
+  }
+  document.querySelectorAll('input[name="layer"]').forEach(function (radio) {
+    radio.addEventListener("change", function () { show(radio.value); });
+  });
+  if (opacity) {
+    opacity.addEventListener("input", function () {
+      for (const el of Object.values(layers)) if (el) el.style.opacity = String(opacity.value / 100);
+    });
+  }
+
+  const waiting = ["pending", "running"].includes(panel.dataset.status) || panel.dataset.explanationsPending === "true";
+  if (!waiting) return;
   const url = panel.dataset.statusUrl;
   let delay = 1000;
   async function poll() {
@@ -11,7 +28,14 @@
       const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (response.ok) {
         const body = await response.json();
-        if (body.done) { window.location.reload(); return; }
+        if (body.explanations_done || (body.done && panel.dataset.status !== "done" && body.status !== "done")) {
+          window.location.reload();
+          return;
+        }
+        if (body.done && ["pending", "running"].includes(panel.dataset.status)) {
+          window.location.reload();  // prediction arrived; explanations follow
+          return;
+        }
       }
     } catch (e) { /* network blip: try again */ }
     delay = Math.min(delay * 1.5, 10000);

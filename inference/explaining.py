@@ -1,0 +1,106 @@
+"""Computing and storing explanations for examinations (the write side; tasks call this)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from PIL import Image
+
+from inference.models import Explanation
+from lesions.models import Examination
+
+logger = logging.getLogger(__name__)
+
+DISPLAY_LONG_SIDE = 1024  # overlays are stored at the size the page shows, not at camera size
+
+
+class ExplanationFailed(Exception):
+    pass
+
+
+def _display_image(exam: Examination) -> Image.Image:
+    try:
+        with exam.image.open("rb") as fh:
+            image = Image.open(io.BytesIO(fh.read()))
+            image.load()
+    except (FileNotFoundError, OSError) as exc:
+        raise ExplanationFailed("The stored image could not be read.") from exc
+    image = image.convert("RGB")
+    scale = DISPLAY_LONG_SIDE / max(image.size)
+    if scale < 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    return image
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=3)
+    return out.getvalue()
+
+
+def _compute(kind: str, classifier, image: Image.Image) -> tuple[bytes, dict, dict]:
+    from inference import explanations
+
+    if kind == Explanation.Kind.CAM:
+        cam = explanations.compute_cam(classifier, image)
+        overlay = explanations.heatmap_rgba(cam.heatmap, image.size)
+        params = {
+            "method": "cam",
+            "class_index": cam.class_index,
+            "class_name": cam.class_name,
+            "feature_grid": list(cam.heatmap.shape),
+        }
+        return _png(overlay), params, {"class_name": cam.class_name}
+    lime = explanations.explain_lime(classifier, image)
+    overlay = lime.render(image)
+    return _png(overlay), {"method": "lime", **lime.params}, lime.to_dict()
+
+
+def explanation_compute(*, examination_id: int, kind: str, force: bool = False) -> Explanation:
+    """Idempotent: an explanation already DONE for this model file is returned untouched."""
+    from inference.classifier import get_classifier
+
+    classifier = get_classifier()
+    exam = Examination.objects.get(pk=examination_id)
+    explanation, _ = Explanation.objects.get_or_create(examination=exam, kind=kind, model_sha256=classifier.sha256)
+    if explanation.status == Explanation.Status.DONE and not force:
+        return explanation
+    started = time.perf_counter()
+    try:
+        image = _display_image(exam)
+        png, params, summary = _compute(kind, classifier, image)
+    except ExplanationFailed as exc:
+        return explanation_mark_failed(explanation=explanation, reason=str(exc))
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    old_name = explanation.image.name if explanation.image else None
+    with transaction.atomic():
+        explanation.image.save("overlay", ContentFile(png), save=False)
+        explanation.params = params
+        explanation.summary = summary
+        explanation.status = Explanation.Status.DONE
+        explanation.failure_reason = ""
+        explanation.compute_ms = elapsed_ms
+        explanation.save()
+    if old_name:
+        explanation.image.storage.delete(old_name)
+    logger.info("explanation %s for examination %s took %d ms", kind, exam.uuid, elapsed_ms)
+    return explanation
+
+
+def explanation_mark_failed(*, explanation: Explanation, reason: str) -> Explanation:
+    Explanation.objects.filter(pk=explanation.pk).update(status=Explanation.Status.FAILED, failure_reason=reason[:300])
+    explanation.refresh_from_db()
+    return explanation
+
+
+def explanations_pending(*, examination_id: int) -> None:
+    """Placeholder rows so the page can say 'pending' before the worker starts."""
+    from inference.classifier import get_classifier
+
+    sha = get_classifier().sha256
+    for kind in Explanation.Kind.values:
+        Explanation.objects.get_or_create(examination_id=examination_id, kind=kind, model_sha256=sha)

@@ -1,0 +1,112 @@
+"""Explanations in the background: stored encrypted, idempotent, failures isolated, access-checked."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from PIL import Image
+
+from inference import explanations
+from inference.models import Explanation
+from inference.tasks import classify_examination_task, explain_examination_task
+from lesions.models import Prediction
+from lesions.services import examination_upload
+
+
+@pytest.fixture
+def classified(lesion, clinic_staff, ham_images):
+    _, data = next(iter(ham_images.values()))
+    exam = examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(data))
+    classify_examination_task(exam.pk)
+    return exam
+
+
+def test_classification_leaves_pending_explanations_for_the_page(classified):
+    assert sorted(Explanation.objects.filter(examination=classified).values_list("kind", "status")) == [
+        ("cam", "pending"),
+        ("lime", "pending"),
+    ]
+
+
+def test_explain_task_stores_both_overlays_encrypted(classified, settings):
+    explain_examination_task(classified.pk)
+    rows = {e.kind: e for e in Explanation.objects.filter(examination=classified)}
+    assert set(rows) == {"cam", "lime"}
+    prediction = Prediction.objects.get(examination=classified)
+    for explanation in rows.values():
+        assert explanation.status == Explanation.Status.DONE
+        assert explanation.model_sha256 == prediction.model_sha256
+        raw = (settings.MEDIA_ROOT / explanation.image.name).read_bytes()
+        assert raw.startswith(b"gAAAAA")
+        with explanation.image.open("rb") as fh:
+            overlay = Image.open(io.BytesIO(fh.read()))
+            assert overlay.size == (classified.image_width, classified.image_height)
+    assert rows["lime"].params["segmentation"] == "slic"
+    assert rows["lime"].params["seed"] == 0
+    assert rows["cam"].params["class_name"] == prediction.top_class
+    assert len(rows["lime"].summary["weights"]) == rows["lime"].params["n_segments_found"]
+
+
+def test_explain_task_is_idempotent(classified):
+    explain_examination_task(classified.pk)
+    first = {e.kind: (e.pk, e.image.name) for e in Explanation.objects.all()}
+    explain_examination_task(classified.pk)
+    assert {e.kind: (e.pk, e.image.name) for e in Explanation.objects.all()} == first
+
+
+def test_lime_failure_marks_only_lime_failed_and_keeps_the_prediction(classified, monkeypatch):
+    before = Prediction.objects.get(examination=classified)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("segmentation blew up")
+
+    monkeypatch.setattr(explanations, "explain_lime", broken)
+    explain_examination_task(classified.pk)
+    rows = {e.kind: e for e in Explanation.objects.filter(examination=classified)}
+    assert rows["cam"].status == Explanation.Status.DONE
+    assert rows["lime"].status == Explanation.Status.FAILED
+    assert "internal error" in rows["lime"].failure_reason
+    after = Prediction.objects.get(examination=classified)
+    assert (after.pk, after.probabilities, after.malignancy_risk) == (
+        before.pk,
+        before.probabilities,
+        before.malignancy_risk,
+    )
+
+
+def test_explanation_images_are_served_only_to_those_who_may_see_the_exam(
+    classified, patient_client, other_patient_client, outside_client, clinician_client
+):
+    explain_examination_task(classified.pk)
+    for kind in ("cam", "lime"):
+        url = f"/examinations/{classified.uuid}/explanations/{kind}/"
+        for client in (patient_client, clinician_client):
+            response = client.get(url)
+            assert response.status_code == 200
+            assert response["Content-Type"] == "image/png"
+            assert "no-store" in response["Cache-Control"]
+        assert other_patient_client.get(url).status_code == 404
+        assert outside_client.get(url).status_code == 404
+    assert patient_client.get(f"/examinations/{classified.uuid}/explanations/nonsense/").status_code == 404
+
+
+def test_examination_page_shows_overlays_and_the_triage_aid_statement(classified, clinician_client):
+    page = clinician_client.get(f"/examinations/{classified.uuid}/").content.decode()
+    assert "being computed" in page
+    explain_examination_task(classified.pk)
+    page = clinician_client.get(f"/examinations/{classified.uuid}/").content.decode()
+    assert f"/examinations/{classified.uuid}/explanations/cam/" in page
+    assert f"/examinations/{classified.uuid}/explanations/lime/" in page
+    assert 'id="opacity"' in page
+    assert "triage aid" in page
+    assert "being computed" not in page
+
+
+def test_recompute_command_is_idempotent(classified, capsys):
+    call_command("recompute_explanations")
+    assert "1 to explain" in capsys.readouterr().out
+    assert Explanation.objects.filter(status="done").count() == 2
+    call_command("recompute_explanations")
+    assert "0 to explain" in capsys.readouterr().out
