@@ -36,9 +36,17 @@ def clinic_group(clinic: Clinic, role: str) -> Group:
 
 
 def clinic_member_add(user: Any) -> None:
-    """Put a dermatologist or staff member in their clinic's role group."""
-    if user.clinic_id and user.role in ROLE_PATIENT_PERMS:
-        user.groups.add(clinic_group(user.clinic, user.role))
+    """Put a dermatologist or staff member in their clinic's role group, and in no other
+    clinic group (a moved or demoted account must lose its old clinic's records)."""
+    keep = None
+    if user.clinic_id and user.role in ROLE_PATIENT_PERMS and user.is_active:
+        keep = clinic_group(user.clinic, user.role)
+    stale = user.groups.filter(name__startswith="clinic:")
+    if keep is not None:
+        stale = stale.exclude(pk=keep.pk)
+    user.groups.remove(*stale)
+    if keep is not None:
+        user.groups.add(keep)
 
 
 def patient_access_grant(patient: Any) -> None:

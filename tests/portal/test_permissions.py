@@ -429,3 +429,17 @@ def test_model_wide_permission_reveals_nothing(world, client, patient):
     outsider.user_permissions.add(Permission.objects.get(codename="view_patient"))
     client.force_login(outsider)
     assert client.get(f"/patients/{patient.uuid}/").status_code == 404
+
+
+def test_moving_a_clinician_to_another_clinic_removes_access_to_the_old_one(world, client, patient, other_clinic):
+    from portal import permissions
+
+    users, _ = world
+    staff = users["staff"]
+    client.force_login(staff)
+    assert client.get(f"/patients/{patient.uuid}/").status_code == 200
+    staff.clinic = other_clinic
+    staff.save()
+    permissions.clinic_member_add(staff)
+    client.force_login(staff)
+    assert client.get(f"/patients/{patient.uuid}/").status_code == 404
