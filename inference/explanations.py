@@ -1,0 +1,410 @@
+"""Explanations for the lesion classifier: class activation maps (CAM) and LIME.
+
+Only numpy, Pillow, scikit-image and lime: no torch, no Django. The classifier is passed in;
+anything with `classes`, `input_size`, `cam_weights` (C x K), `predict_arrays(nchw_float32)
+-> (probabilities, logits, features)` works (`inference.classifier.LesionClassifier` does).
+
+CAM
+    The network ends in global average pooling + one linear layer, so the logit of class c is
+    sum_k W[c, k] * mean_ij F[k, i, j] + b[c], and the map sum_k W[c, k] * F[k] is that logit
+    spread over the feature-map grid. Grad-CAM on the last feature map reduces to the same map
+    (the gradient of the logit wrt F[k, i, j] is W[c, k] / (h w)), which
+    `inference/training/gradcam_reference.py` checks against torch autograd. The map comes
+    from the single inference that also gives the prediction: no extra forward pass.
+    The model input is a squash-resize of the whole image, so a plain resize of the map lays
+    it back over the original photograph.
+
+LIME
+    `lime.lime_image.LimeImageExplainer` with SLIC superpixels on the image as the model sees
+    it (squashed to the model input size), a vectorised perturbation step, and one explained
+    class. Same image + settings + seed gives identical output. The settings were chosen by
+    `benchmarks/explain.py` (time and top-5 stability between seeds); see LimeSettings.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from lime.lime_image import LimeImageExplainer
+from PIL import Image, ImageOps
+from skimage.segmentation import find_boundaries, slic
+
+from inference.preprocessing import normalise, prepare_image
+
+
+class ExplainableClassifier(Protocol):
+    classes: list[str]
+    input_size: int
+    cam_weights: np.ndarray
+
+    def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Class activation maps
+# --------------------------------------------------------------------------------------------
+
+
+def class_activation_maps(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Raw CAMs for every class: C x h x w, sum_k W[c, k] * features[k].
+
+    features: K x h x w (or 1 x K x h x w) from the network's last feature map.
+    weights: C x K, the final linear layer. The bias is left out, as in Grad-CAM: it would add
+    the same b[c] / (h w) to every cell (the mean of the map plus b[c] is the logit) and only
+    move the ReLU cut-off.
+    """
+    f = np.asarray(features, dtype=np.float32)
+    if f.ndim == 4:
+        if f.shape[0] != 1:
+            raise ValueError(f"expected one image's features, got batch of {f.shape[0]}")
+        f = f[0]
+    w = np.asarray(weights, dtype=np.float32)
+    if f.ndim != 3 or w.ndim != 2 or w.shape[1] != f.shape[0]:
+        raise ValueError(f"features {f.shape} and weights {w.shape} do not match (K x h x w, C x K)")
+    k, h, wd = f.shape
+    return (w @ f.reshape(k, h * wd)).reshape(w.shape[0], h, wd)
+
+
+def cam_from_features(features: np.ndarray, weights: np.ndarray, class_index: int) -> np.ndarray:
+    """Raw CAM (h x w) for one class."""
+    w = np.asarray(weights, dtype=np.float32)
+    return class_activation_maps(features, w[class_index : class_index + 1])[0]
+
+
+def normalise_heatmap(cam: np.ndarray) -> np.ndarray:
+    """ReLU, then scaled so the peak is 1. An all-negative map (no evidence for the class
+    anywhere) becomes all zeros rather than dividing by zero."""
+    cam = np.maximum(np.asarray(cam, dtype=np.float32), 0.0)
+    peak = float(cam.max()) if cam.size else 0.0
+    if peak <= 0.0 or not np.isfinite(peak):
+        return np.zeros_like(cam)
+    return cam / peak
+
+
+def upsample(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a [0, 1] heatmap to size = (width, height), as PIL orders it."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.shape == (size[1], size[0]):
+        return heatmap
+    resized = Image.fromarray(np.ascontiguousarray(heatmap)).resize(size, Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+@dataclass
+class CamResult:
+    class_index: int
+    class_name: str
+    probabilities: np.ndarray  # C, from the same inference
+    heatmap: np.ndarray  # h x w on the feature-map grid, in [0, 1]
+
+    def at_size(self, size: tuple[int, int]) -> np.ndarray:
+        return upsample(self.heatmap, size)
+
+
+def compute_cam(classifier: ExplainableClassifier, image: Image.Image, class_index: int | None = None) -> CamResult:
+    """One inference -> prediction and the CAM of `class_index` (default: the top class)."""
+    x = _model_input(np.asarray(prepare_image(image, classifier.input_size), dtype=np.uint8)[None])
+    probabilities, _, features = classifier.predict_arrays(x)
+    return cam_for_prediction(classifier, probabilities[0], features[0], class_index)
+
+
+def cam_for_prediction(
+    classifier: ExplainableClassifier, probabilities: np.ndarray, features: np.ndarray, class_index: int | None = None
+) -> CamResult:
+    """CAM from an inference already made (the portal keeps `features` from its prediction)."""
+    c = int(np.argmax(probabilities)) if class_index is None else int(class_index)
+    heatmap = normalise_heatmap(cam_from_features(features, classifier.cam_weights, c))
+    return CamResult(c, classifier.classes[c], np.asarray(probabilities), heatmap)
+
+
+# Turbo colour map (Anton Mikhailov, Google, 2019; Apache-2.0), 17 evenly spaced samples of
+# the published 256-entry table, linearly interpolated (within 0.03 of it): no matplotlib.
+# Dark blue (cold) -> cyan -> green -> yellow -> red (hot).
+_TURBO_POINTS = (
+    np.array(
+        [
+            [48, 18, 59],
+            [64, 64, 162],
+            [70, 107, 227],
+            [66, 148, 255],
+            [40, 188, 235],
+            [24, 221, 194],
+            [50, 242, 152],
+            [109, 254, 98],
+            [164, 252, 60],
+            [205, 236, 52],
+            [238, 207, 58],
+            [253, 172, 52],
+            [251, 126, 33],
+            [235, 80, 14],
+            [208, 47, 5],
+            [169, 22, 1],
+            [122, 4, 3],
+        ],
+        dtype=np.float64,
+    )
+    / 255.0
+)
+
+
+def turbo(x: np.ndarray) -> np.ndarray:
+    """Turbo colours for values in [0, 1] -> float RGB in [0, 1], shape x.shape + (3,)."""
+    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+    knots = np.linspace(0.0, 1.0, len(_TURBO_POINTS))
+    return np.stack([np.interp(x, knots, _TURBO_POINTS[:, i]) for i in range(3)], axis=-1)
+
+
+TURBO_LUT = np.round(turbo(np.linspace(0.0, 1.0, 256)) * 255).astype(np.uint8)  # 256 x 3
+
+
+def colorize(heatmap: np.ndarray) -> np.ndarray:
+    """[0, 1] heatmap (H x W) -> uint8 RGB (H x W x 3) through the turbo look-up table."""
+    idx = np.round(np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    return TURBO_LUT[idx]
+
+
+def _display_image(image: Image.Image) -> Image.Image:
+    """The photograph as the model saw it before the squash: orientation applied, RGB."""
+    image = ImageOps.exif_transpose(image)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.45) -> Image.Image:
+    """The heatmap in turbo colours blended over the photograph at its own size (RGB)."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError("opacity must be in [0, 1]")
+    base = _display_image(image)
+    colours = colorize(upsample(heatmap, base.size)).astype(np.float32)
+    pixels = np.asarray(base, dtype=np.float32)
+    blended = pixels * (1.0 - opacity) + colours * opacity
+    return Image.fromarray(np.round(blended).astype(np.uint8), "RGB")
+
+
+def heatmap_rgba(heatmap: np.ndarray, size: tuple[int, int], alpha_floor: float = 0.0) -> Image.Image:
+    """The heatmap as an RGBA layer of size (width, height), for the page to stack over the
+    photograph with an opacity slider. Alpha follows the heat (cold areas stay see-through);
+    alpha_floor=1 gives a uniform, fully opaque layer."""
+    heat = upsample(heatmap, size)
+    alpha = np.round(255.0 * (alpha_floor + (1.0 - alpha_floor) * heat)).astype(np.uint8)
+    return Image.fromarray(np.dstack([colorize(heat), alpha]), "RGBA")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# LIME
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LimeSettings:
+    """What a LIME explanation depends on; stored with each result (`params`).
+
+    Chosen with `benchmarks/explain.py` on validation images (2 cores): see the report in the
+    commit history / README. SLIC on CIELAB keeps superpixels compact and aligned to lesion
+    borders and pigment structures; quickshift (lime's default) gives ~100-200 irregular
+    segments on these images, needs ~4x more samples and is slower to compute.
+    """
+
+    n_segments: int = 50
+    compactness: float = 10.0
+    sigma: float = 1.0
+    num_samples: int = 300
+    batch_size: int = 100
+    kernel_width: float = 0.25
+    hide: str = "segment_mean"  # lime's default fill for a switched-off superpixel
+    size: int | None = None  # explained at this square size; None: the model input size
+    seed: int = 0
+    top_k: int = 5
+
+    def params(self, class_index: int, class_name: str, n_segments_found: int, size: int) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            segmentation="slic",
+            size=size,
+            n_segments_found=n_segments_found,
+            class_index=class_index,
+            class_name=class_name,
+        )
+        return out
+
+
+def segment(image: np.ndarray, settings: LimeSettings) -> np.ndarray:
+    """SLIC superpixels of an H x W x 3 uint8 image, labelled 0..n-1 (lime indexes its
+    perturbation matrix by label, so the labels must be contiguous from 0)."""
+    labels = slic(
+        image,
+        n_segments=settings.n_segments,
+        compactness=settings.compactness,
+        sigma=settings.sigma,
+        start_label=0,
+        channel_axis=-1,
+    )
+    _, contiguous = np.unique(labels, return_inverse=True)
+    return contiguous.reshape(labels.shape).astype(np.int32)
+
+
+class VectorisedLimeImageExplainer(LimeImageExplainer):
+    """LimeImageExplainer whose perturbed images are built with numpy indexing, a whole batch
+    at once, instead of lime's per-sample, per-segment Python loop. Draws the same random
+    matrix from the same random state, so the output equals lime's (tested)."""
+
+    def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10, **_):
+        n_features = np.unique(segments).shape[0]
+        data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+        data[0, :] = 1
+        labels = []
+        for start in range(0, num_samples, batch_size):
+            keep = data[start : start + batch_size].astype(bool)[:, segments]  # b x H x W
+            batch = np.where(keep[..., None], image[None], fudged_image[None])
+            labels.append(np.asarray(classifier_fn(batch)))
+        self.neighbourhood_labels = np.concatenate(labels)  # row 0: the unperturbed image
+        return data, self.neighbourhood_labels
+
+
+def _model_input(batch_uint8: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(normalise(batch_uint8).transpose(0, 3, 1, 2))
+
+
+def probability_fn(classifier: ExplainableClassifier):
+    """N x H x W x 3 uint8 images (as lime passes them) -> N x C probabilities, through the
+    same normalisation as `inference.preprocessing.to_model_input`."""
+    size = classifier.input_size
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.shape[1:3] != (size, size):
+            images = np.stack(
+                [
+                    np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR))
+                    for img in images
+                ]
+            )
+        return classifier.predict_arrays(_model_input(images.astype(np.uint8)))[0]
+
+    return predict
+
+
+@dataclass
+class LimeExplanation:
+    class_index: int
+    class_name: str
+    probability: float  # of the explained class, on the unperturbed image
+    image: np.ndarray  # the explained image (size x size x 3 uint8, squashed like the model input)
+    segments: np.ndarray  # size x size int32, 0..n-1
+    weights: np.ndarray  # n, local linear weight of each superpixel for the explained class
+    intercept: float
+    score: float  # weighted R^2 of lime's local linear model
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def top_segments(self, k: int | None = None, positive: bool = True) -> list[int]:
+        """Up to k superpixels pushing towards (positive) or against the class, strongest first."""
+        k = self.params.get("top_k", 5) if k is None else k
+        order = np.argsort(-self.weights if positive else self.weights, kind="stable")
+        chosen = [int(i) for i in order if (self.weights[i] > 0 if positive else self.weights[i] < 0)]
+        return chosen[:k]
+
+    @property
+    def top_positive(self) -> list[int]:
+        return self.top_segments(positive=True)
+
+    @property
+    def top_negative(self) -> list[int]:
+        return self.top_segments(positive=False)
+
+    def weight_map(self) -> np.ndarray:
+        """Per-pixel weight at the explained size (each pixel gets its superpixel's weight)."""
+        return self.weights[self.segments].astype(np.float32)
+
+    def segments_at(self, size: tuple[int, int]) -> np.ndarray:
+        """Superpixel labels resized (nearest) to size = (width, height)."""
+        if self.segments.shape == (size[1], size[0]):
+            return self.segments
+        return np.asarray(Image.fromarray(self.segments.astype(np.int32)).resize(size, Image.Resampling.NEAREST))
+
+    def render(self, image: Image.Image | None = None, k: int | None = None, opacity: float = 0.5) -> Image.Image:
+        """RGB overlay: the top-k superpixels for the class tinted green, the top-k against it
+        red (stronger weight, stronger tint), their outlines drawn. Drawn over `image` (the
+        original photograph, at its own size) or, if None, over the explained image."""
+        base = Image.fromarray(self.image) if image is None else _display_image(image)
+        segments = self.segments_at(base.size)
+        pixels = np.asarray(base, dtype=np.float32).copy()
+        peak = float(np.abs(self.weights).max()) or 1.0
+        for ids, colour in ((self.top_segments(k, True), (0, 200, 0)), (self.top_segments(k, False), (220, 0, 0))):
+            if not ids:
+                continue
+            alpha = np.zeros(len(self.weights), dtype=np.float32)
+            alpha[ids] = opacity * (0.5 + 0.5 * np.abs(self.weights[ids]) / peak)
+            a = alpha[segments][..., None]
+            pixels = pixels * (1.0 - a) + np.array(colour, dtype=np.float32) * a
+            chosen = np.isin(segments, ids)
+            edges = find_boundaries(np.where(chosen, segments + 1, 0), mode="inner") & chosen
+            pixels[edges] = colour
+        return Image.fromarray(np.round(pixels).astype(np.uint8), "RGB")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (the segments array is stored separately, e.g. as .npy or PNG)."""
+        return {
+            "class_index": self.class_index,
+            "class_name": self.class_name,
+            "probability": self.probability,
+            "weights": [float(w) for w in self.weights],
+            "intercept": self.intercept,
+            "score": self.score,
+            "top_positive": self.top_positive,
+            "top_negative": self.top_negative,
+            "params": self.params,
+        }
+
+
+def explain_lime(
+    classifier: ExplainableClassifier,
+    image: Image.Image,
+    class_index: int | None = None,
+    settings: LimeSettings = LimeSettings(),
+) -> LimeExplanation:
+    """LIME explanation of `class_index` (default: the top class) for one photograph."""
+    if settings.hide not in ("segment_mean", "image_mean"):
+        raise ValueError(f"unknown hide mode {settings.hide!r}")
+    size = settings.size or classifier.input_size
+    pixels = np.asarray(prepare_image(image, size), dtype=np.uint8)
+    segments = segment(pixels, settings)
+    n = int(segments.max()) + 1
+    hide_color = None if settings.hide == "segment_mean" else tuple(float(v) for v in pixels.reshape(-1, 3).mean(0))
+    explainer = VectorisedLimeImageExplainer(
+        kernel_width=settings.kernel_width, feature_selection="none", random_state=settings.seed
+    )
+    explanation = explainer.explain_instance(
+        pixels,
+        probability_fn(classifier),
+        labels=() if class_index is None else (int(class_index),),
+        top_labels=1 if class_index is None else None,
+        hide_color=hide_color,
+        num_features=n,
+        num_samples=settings.num_samples,
+        batch_size=settings.batch_size,
+        segmentation_fn=lambda _: segments,
+        random_seed=settings.seed,
+    )
+    c = int(explanation.top_labels[0]) if class_index is None else int(class_index)
+    weights = np.zeros(n, dtype=np.float64)
+    for feature, weight in explanation.local_exp[c]:
+        weights[feature] = weight
+    return LimeExplanation(
+        class_index=c,
+        class_name=classifier.classes[c],
+        probability=float(explainer.neighbourhood_labels[0, c]),
+        image=pixels,
+        segments=segments,
+        weights=weights,
+        intercept=float(explanation.intercept[c]),
+        score=float(explanation.score),
+        params=settings.params(c, classifier.classes[c], n, size),
+    )

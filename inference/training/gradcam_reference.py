@@ -1,0 +1,138 @@
+"""Torch Grad-CAM reference for the numpy class activation maps of `inference.explanations`.
+
+For a network ending in global average pooling + one linear layer, Grad-CAM on the last
+feature map F (K x h x w) is proportional to the class activation map sum_k W[c, k] F[k]:
+d logit_c / d F[k, i, j] = W[c, k] / (h w), so Grad-CAM's channel weights (the spatial mean of
+the gradient) are W[c] / (h w). This script computes Grad-CAM with autograd on real
+validation images, checks it against the numpy CAM of the same torch features, and stores
+the images and the reference maps so that the test suite can check the runtime path (ONNX
+features + the committed CAM weights + `inference.explanations`) against torch without
+needing torch or the checkpoint:
+
+    python -m inference.training.gradcam_reference                 # chosen checkpoint of train_log.json
+    python -m inference.training.gradcam_reference --checkpoint artifacts/training/epoch12.pt
+
+Writes tests/inference/data/gradcam_reference.npz (about 0.3 MB for 4 images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inference.explanations import cam_from_features, normalise_heatmap
+from inference.preprocessing import to_model_input
+from inference.training.data import decode, read_image_bytes, read_metadata
+from inference.training.network import EfficientNetLite0
+from inference.training.train import CLASSES
+
+DEFAULT_OUT = Path("tests/inference/data/gradcam_reference.npz")
+# One image of each of these classes: malignant and benign, pigmented and not.
+DEFAULT_CLASSES = ("mel", "nv", "bcc", "bkl")
+
+
+def gradcam(model: EfficientNetLite0, x: torch.Tensor, class_index: int) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017) of one image (1 x 3 x S x S) on the last feature map:
+    channel weights = spatial mean of d logit_c / d F, map = ReLU(sum_k weight_k F_k),
+    scaled to a peak of 1. Returns h x w float32."""
+    model.eval()
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(False)
+        logits, fmap = model(x)
+        fmap.retain_grad()
+        model.zero_grad(set_to_none=True)
+        logits[0, class_index].backward()
+        grads = fmap.grad[0]  # K x h x w
+        alpha = grads.mean(dim=(1, 2))  # K
+        cam = torch.relu((alpha[:, None, None] * fmap[0]).sum(dim=0))
+    cam = cam.detach().numpy().astype(np.float32)
+    peak = float(cam.max())
+    return cam / peak if peak > 0 else np.zeros_like(cam)
+
+
+def pick_images(data_dir: Path, classes: tuple[str, ...], seed: int) -> list[tuple[str, str]]:
+    """One validation image per requested class, by a seeded draw over sorted ids."""
+    val = sorted((s for s in read_metadata(data_dir) if s.split == "val"), key=lambda s: s.image_id)
+    rng = random.Random(seed)
+    return [(rng.choice([s for s in val if s.dx == dx]).image_id, dx) for dx in classes]
+
+
+def chosen_checkpoint(work: Path) -> Path:
+    log = json.loads((work / "train_log.json").read_text())
+    if "chosen_checkpoint" not in log:
+        raise SystemExit(f"{work / 'train_log.json'} has no chosen_checkpoint yet (training still running?)")
+    return work / log["chosen_checkpoint"]
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--checkpoint", type=Path, help="torch state dict (default: chosen_checkpoint of train_log.json)"
+    )
+    parser.add_argument("--work", type=Path, default=Path("artifacts/training"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/ham10000"))
+    parser.add_argument("--size", type=int, default=160)
+    parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES), help="one validation image of each")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    checkpoint = args.checkpoint or chosen_checkpoint(args.work)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = EfficientNetLite0(num_classes=len(CLASSES))
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    weight = model._fc.weight.detach().numpy().astype(np.float32)
+    bias = model._fc.bias.detach().numpy().astype(np.float32)
+
+    picked = pick_images(args.data, tuple(args.classes.split(",")), args.seed)
+    raw = read_image_bytes(args.data, {image_id for image_id, _ in picked})
+    images = [decode(raw[image_id]).convert("RGB") for image_id, _ in picked]
+    if len({img.size for img in images}) != 1:
+        raise SystemExit("reference images must share one size to be stored as one array")
+
+    gradcams, cams, all_logits = [], [], []
+    for img in images:
+        x = torch.from_numpy(to_model_input([img], args.size))
+        with torch.no_grad():
+            logits, fmap = model(x)
+        all_logits.append(logits[0].numpy())
+        gradcams.append([gradcam(model, x, c) for c in range(len(CLASSES))])
+        cams.append([normalise_heatmap(cam_from_features(fmap[0].numpy(), weight, c)) for c in range(len(CLASSES))])
+    gradcams_a = np.asarray(gradcams, dtype=np.float32)
+    cams_a = np.asarray(cams, dtype=np.float32)
+    gap = float(np.abs(gradcams_a - cams_a).max())
+    print(f"torch Grad-CAM vs numpy CAM on the same torch features: max |diff| = {gap:.2e}  (maps {gradcams_a.shape})")
+    if gap > 1e-4:
+        raise SystemExit("Grad-CAM and CAM disagree: the network no longer ends in GAP + linear?")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        args.out,
+        image_ids=np.array([i for i, _ in picked]),
+        dx=np.array([d for _, d in picked]),
+        images=np.stack([np.asarray(img, dtype=np.uint8) for img in images]),  # N x H x W x 3, as decoded
+        input_size=np.int64(args.size),
+        classes=np.array(CLASSES),
+        gradcam=gradcams_a,  # N x C x h x w, torch autograd Grad-CAM, peak 1
+        logits=np.asarray(all_logits, dtype=np.float32),  # N x C, torch fp32
+        fc_weight=weight,
+        fc_bias=bias,
+        checkpoint=np.array(checkpoint.name),
+        checkpoint_sha256=np.array(hashlib.sha256(checkpoint.read_bytes()).hexdigest()),
+    )
+    for (image_id, dx), logits in zip(picked, all_logits, strict=False):
+        print(f"  {image_id} {dx:5s} predicted {CLASSES[int(np.argmax(logits))]}")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB) from {checkpoint}")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()
