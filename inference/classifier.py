@@ -1,0 +1,211 @@
+"""Runtime lesion classifier: the committed ONNX model behind a small, torch-free API.
+
+Used by the portal, the `evaluate_model` command and the benchmarks. Needs only numpy,
+onnxruntime and Pillow (no torch, no Django). The model and its metadata are produced by
+`python -m inference.training.build`; at load time the SHA-256 of the ONNX file and of the
+class-activation-map weights are checked against the metadata, so a portal can never run a
+model whose calibration, threshold and validation figures belong to another file.
+
+    from inference.classifier import get_classifier
+    clf = get_classifier()
+    probs = clf.predict([pil_image])          # N x C calibrated probabilities
+    risk = clf.malignancy_risk(probs)         # P(mel) + P(bcc) + P(akiec)
+    alert = risk >= clf.alert_threshold
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from inference import preprocessing
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_METADATA = MODELS_DIR / "lesion_classifier.json"
+METADATA_ENV = "DERMATRACK_MODEL_METADATA"
+THREADS_ENV = "DERMATRACK_ORT_THREADS"
+DEFAULT_THREADS = 2
+
+INPUT_NAME = "image"
+LOGITS_NAME = "logits"
+FEATURES_NAME = "features"
+
+
+class ModelLoadError(RuntimeError):
+    """The model or its metadata is missing, unreadable or does not match its recorded hash."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _threads_from_env() -> int:
+    raw = os.environ.get(THREADS_ENV, "")
+    if not raw:
+        return DEFAULT_THREADS
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ModelLoadError(f"{THREADS_ENV}={raw!r} is not an integer") from exc
+    if value < 0:
+        raise ModelLoadError(f"{THREADS_ENV}={raw!r} must be >= 0 (0 lets onnxruntime choose)")
+    return value
+
+
+def _verified_file(base: Path, name: object, expected_sha: object, what: str, metadata_path: Path) -> Path:
+    if not isinstance(name, str) or not name:
+        raise ModelLoadError(f"{metadata_path}: no {what} file named in the metadata")
+    path = base / name
+    if not path.is_file():
+        raise ModelLoadError(f"{what} file {path} is missing (named in {metadata_path})")
+    actual = sha256_file(path)
+    if actual != expected_sha:
+        raise ModelLoadError(
+            f"{what} file {path} does not match its metadata {metadata_path}: "
+            f"sha256 is {actual}, expected {expected_sha}. Re-run the export "
+            "(python -m inference.training.build) or restore the committed file."
+        )
+    return path
+
+
+class LesionClassifier:
+    """The ONNX lesion classifier plus its calibration, threshold and CAM weights."""
+
+    def __init__(self, metadata_path: str | os.PathLike | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort  # imported here so that importing this module stays cheap
+
+        self.metadata_path = Path(metadata_path) if metadata_path is not None else DEFAULT_METADATA
+        try:
+            meta = json.loads(self.metadata_path.read_text())
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"model metadata file {self.metadata_path} is missing") from exc
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"model metadata file {self.metadata_path} cannot be read: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise ModelLoadError(f"model metadata file {self.metadata_path} is not a JSON object")
+        self.metadata = meta
+        base = self.metadata_path.parent
+        try:
+            self.name: str = meta["name"]
+            self.version: str = meta["version"]
+            self.sha256: str = meta["sha256"]
+            self.classes: list[str] = list(meta["classes"])
+            self.input_size: int = int(meta["input_size"])
+            self.temperature: float = float(meta["temperature"])
+            self.alert_threshold: float = float(meta["alert_threshold"])
+            self.malignant_classes: list[str] = list(meta["malignant_classes"])
+            onnx_name, cam_name, cam_sha = meta["onnx_file"], meta["cam_file"], meta["cam_sha256"]
+            resize, norm = meta["resize"], meta["normalisation"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"model metadata file {self.metadata_path} lacks or mangles {exc}") from exc
+
+        # The preprocessing is code, not configuration: refuse a model trained with another one.
+        if (
+            resize != "squash"
+            or float(norm["mean"]) != preprocessing.PIXEL_MEAN
+            or float(norm["scale"]) != preprocessing.PIXEL_SCALE
+        ):
+            raise ModelLoadError(
+                f"{self.metadata_path}: model expects resize={resize!r}, normalisation={norm!r}, but "
+                f"inference.preprocessing does squash and (x - {preprocessing.PIXEL_MEAN}) / "
+                f"{preprocessing.PIXEL_SCALE}"
+            )
+        if not self.temperature > 0:
+            raise ModelLoadError(f"{self.metadata_path}: temperature must be positive, got {self.temperature}")
+        unknown = [c for c in self.malignant_classes if c not in self.classes]
+        if unknown:
+            raise ModelLoadError(f"{self.metadata_path}: malignant classes {unknown} are not model classes")
+
+        self.onnx_path = _verified_file(base, onnx_name, self.sha256, "ONNX model", self.metadata_path)
+        self.cam_path = _verified_file(base, cam_name, cam_sha, "CAM weights", self.metadata_path)
+        with np.load(self.cam_path) as cam:
+            self.cam_weights: np.ndarray = cam["weight"].astype(np.float32)
+            self.cam_bias: np.ndarray = cam["bias"].astype(np.float32)
+        if self.cam_weights.shape[0] != len(self.classes) or self.cam_bias.shape != (len(self.classes),):
+            raise ModelLoadError(
+                f"{self.cam_path}: CAM weights {self.cam_weights.shape} / bias {self.cam_bias.shape} "
+                f"do not fit {len(self.classes)} classes"
+            )
+
+        self.threads = _threads_from_env() if threads is None else int(threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(self.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"onnxruntime cannot load {self.onnx_path}: {exc}") from exc
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT_NAME] or not {LOGITS_NAME, FEATURES_NAME} <= set(outputs):
+            raise ModelLoadError(
+                f"{self.onnx_path}: expected input {INPUT_NAME!r} and outputs {LOGITS_NAME!r}, {FEATURES_NAME!r}; "
+                f"found inputs {inputs} and outputs {outputs}"
+            )
+
+    def __repr__(self) -> str:
+        return f"<LesionClassifier {self.name} {self.version} sha256={self.sha256[:12]} T={self.temperature:.3f}>"
+
+    @property
+    def malignant_indices(self) -> list[int]:
+        return [self.classes.index(c) for c in self.malignant_classes]
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """PIL images -> the model's float32 NCHW input (EXIF orientation, RGB, squash, normalise)."""
+        return preprocessing.to_model_input(images, self.input_size)
+
+    def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Preprocessed N x 3 x S x S float32 -> (calibrated probabilities, logits, feature maps)."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        expected = (3, self.input_size, self.input_size)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(f"expected an N x {' x '.join(map(str, expected))} batch, got shape {batch.shape}")
+        logits, features = self.session.run([LOGITS_NAME, FEATURES_NAME], {INPUT_NAME: batch})
+        return softmax(logits, self.temperature), logits, features
+
+    def predict(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """N x C calibrated class probabilities, columns in `self.classes` order."""
+        if len(images) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        probabilities, _, _ = self.predict_arrays(self.preprocess(images))
+        return probabilities
+
+    def malignancy_risk(self, probabilities: np.ndarray) -> np.ndarray:
+        """Calibrated P(mel) + P(bcc) + P(akiec) per row."""
+        return np.asarray(probabilities)[:, self.malignant_indices].sum(axis=1)
+
+    def alerts(self, probabilities: np.ndarray) -> np.ndarray:
+        """True where the malignancy risk reaches the validated alert threshold."""
+        return self.malignancy_risk(probabilities) >= self.alert_threshold
+
+
+def default_metadata_path() -> Path:
+    return Path(os.environ.get(METADATA_ENV) or DEFAULT_METADATA)
+
+
+@lru_cache(maxsize=1)
+def get_classifier() -> LesionClassifier:
+    """The process-wide classifier, loaded on first use from $DERMATRACK_MODEL_METADATA or the default."""
+    return LesionClassifier(default_metadata_path())

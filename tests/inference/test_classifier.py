@@ -1,0 +1,173 @@
+"""The runtime classifier (inference.classifier): hash checks at load, probabilities, class order, CAM weights."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference import classifier as runtime
+from inference.classifier import LesionClassifier, ModelLoadError, default_metadata_path, get_classifier
+from tests.inference.helpers import CLASSES, copy_model, validation_images
+
+
+@pytest.fixture(scope="module")
+def clf() -> LesionClassifier:
+    return LesionClassifier(default_metadata_path(), threads=1)
+
+
+@pytest.fixture(scope="module")
+def val_items():
+    return validation_images(per_class=5)
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    return copy_model(default_metadata_path(), tmp_path / "models")
+
+
+def _open(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def test_metadata_describes_the_committed_files(clf):
+    meta = json.loads(default_metadata_path().read_text())
+    onnx_bytes = (default_metadata_path().parent / meta["onnx_file"]).read_bytes()
+    assert clf.sha256 == meta["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert clf.classes == meta["classes"] == CLASSES
+    assert clf.input_size == meta["input_size"] == 160
+    assert clf.temperature == pytest.approx(meta["temperature"])
+    assert clf.temperature > 0
+    assert 0 < clf.alert_threshold < 1
+    assert clf.name == meta["name"]
+    assert clf.version == meta["version"]
+    assert clf.cam_weights.shape == (len(CLASSES), 1280)
+    assert clf.cam_bias.shape == (len(CLASSES),)
+    # The recorded alert threshold met the melanoma-sensitivity requirement on validation.
+    assert meta["validation_metrics"]["melanoma_sensitivity"] >= 0.90
+
+
+def test_untouched_copy_loads(model_copy):
+    assert LesionClassifier(model_copy, threads=1).sha256 == json.loads(model_copy.read_text())["sha256"]
+
+
+def test_tampered_model_is_refused(model_copy):
+    onnx_path = model_copy.parent / "lesion_classifier.onnx"
+    data = bytearray(onnx_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the weights
+    onnx_path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=r"lesion_classifier\.onnx.*sha256"):
+        LesionClassifier(model_copy, threads=1)
+
+
+def test_tampered_cam_weights_are_refused(model_copy):
+    cam_path = model_copy.parent / "lesion_classifier_cam.npz"
+    with np.load(cam_path) as cam:
+        weight, bias = cam["weight"], cam["bias"]
+    np.savez(cam_path, weight=weight * 2, bias=bias)
+    with pytest.raises(ModelLoadError, match=r"lesion_classifier_cam\.npz"):
+        LesionClassifier(model_copy, threads=1)
+
+
+def test_metadata_hash_edit_is_refused(model_copy):
+    meta = json.loads(model_copy.read_text())
+    meta["sha256"] = "0" * 64
+    model_copy.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="does not match"):
+        LesionClassifier(model_copy, threads=1)
+
+
+def test_missing_model_file_names_the_file(model_copy):
+    (model_copy.parent / "lesion_classifier.onnx").unlink()
+    with pytest.raises(ModelLoadError, match=r"lesion_classifier\.onnx is missing"):
+        LesionClassifier(model_copy, threads=1)
+
+
+def test_missing_metadata_names_the_file(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"nowhere\.json is missing"):
+        LesionClassifier(tmp_path / "nowhere.json")
+
+
+def test_foreign_preprocessing_is_refused(model_copy):
+    meta = json.loads(model_copy.read_text())
+    meta["resize"] = "centre-crop"
+    model_copy.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="centre-crop"):
+        LesionClassifier(model_copy, threads=1)
+
+
+def test_predict_gives_calibrated_probabilities_in_metadata_class_order(clf, val_items):
+    images = [_open(data) for _, _, data in val_items]
+    probs = clf.predict(images)
+    assert probs.shape == (len(images), len(clf.classes))
+    assert probs.dtype == np.float32
+    assert np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    # predict() = softmax(logits / T) of the raw model output.
+    again, logits, features = clf.predict_arrays(clf.preprocess(images))
+    np.testing.assert_allclose(again, probs, atol=1e-6)
+    z = logits / clf.temperature
+    expected = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, expected / expected.sum(1, keepdims=True), atol=1e-5)
+    assert not np.allclose(probs, runtime.softmax(logits, 1.0), atol=1e-3)  # the temperature is applied
+
+    # The CAM weights are the model's own last layer: logits = W @ mean(features) + b.
+    assert features.shape == (len(images), 1280, 5, 5)
+    np.testing.assert_allclose(features.mean(axis=(2, 3)) @ clf.cam_weights.T + clf.cam_bias, logits, atol=1e-3)
+
+    # Columns follow the metadata's class order: on real validation images (5 per class) most
+    # labels are recovered; a permuted order would score near chance (1/7).
+    labels = np.array([clf.classes.index(dx) for _, dx, _ in val_items])
+    assert (probs.argmax(axis=1) == labels).mean() >= 0.5
+
+
+def test_batch_and_single_predictions_agree(clf, val_items):
+    images = [_open(data) for _, _, data in val_items[:4]]
+    batch = clf.predict(images)
+    single = np.concatenate([clf.predict([im]) for im in images])
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+    assert clf.predict([]).shape == (0, len(clf.classes))
+
+
+def test_predict_arrays_rejects_wrong_shape(clf):
+    with pytest.raises(ValueError, match="3 x 160 x 160"):
+        clf.predict_arrays(np.zeros((1, 3, 224, 224), dtype=np.float32))
+
+
+def test_malignancy_risk_and_alerts(clf):
+    probs = np.zeros((3, len(clf.classes)), dtype=np.float32)
+    probs[0, clf.classes.index("nv")] = 1.0
+    probs[1, clf.classes.index("mel")] = 0.5
+    probs[1, clf.classes.index("bcc")] = 0.2
+    probs[1, clf.classes.index("nv")] = 0.3
+    probs[2, clf.classes.index("akiec")] = 0.05
+    probs[2, clf.classes.index("bkl")] = 0.95
+    np.testing.assert_allclose(clf.malignancy_risk(probs), [0.0, 0.7, 0.05], atol=1e-7)
+    risk = clf.malignancy_risk(probs)
+    np.testing.assert_array_equal(clf.alerts(probs), risk >= clf.alert_threshold)
+
+
+def test_get_classifier_loads_once_and_honours_environment(monkeypatch, model_copy):
+    monkeypatch.setenv("DERMATRACK_MODEL_METADATA", str(model_copy))
+    monkeypatch.setenv("DERMATRACK_ORT_THREADS", "1")
+    get_classifier.cache_clear()
+    try:
+        first = get_classifier()
+        assert first.metadata_path == model_copy
+        assert first.threads == 1
+        assert get_classifier() is first
+    finally:
+        get_classifier.cache_clear()
+
+
+def test_bad_thread_setting_is_reported(monkeypatch):
+    monkeypatch.setenv("DERMATRACK_ORT_THREADS", "many")
+    with pytest.raises(ModelLoadError, match="DERMATRACK_ORT_THREADS"):
+        LesionClassifier(default_metadata_path())
