@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -49,22 +50,28 @@ class ExaminationOutputSerializer(serializers.Serializer):
     image_height = serializers.IntegerField()
     prediction = serializers.SerializerMethodField()
 
+    @extend_schema_field(PredictionOutputSerializer(allow_null=True))
     def get_prediction(self, exam):
         prediction = latest_prediction(exam)
         return PredictionOutputSerializer(prediction).data if prediction else None
 
 
 class PatientLesionListApi(APIView):
+    @extend_schema_serializer(component_name="LesionCreate")
     class InputSerializer(serializers.Serializer):
         body_site = serializers.ChoiceField(choices=BodySite.choices)
         label = serializers.CharField(max_length=120, required=False, allow_blank=True)
         first_noted = serializers.DateField(required=False)
 
+    @extend_schema(operation_id="patient_lesions_list", responses=LesionOutputSerializer(many=True))
     def get(self, request, patient_uuid):
         patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
         lesions = lesion_list_for(user=request.user, patient=patient)
         return Response(LesionOutputSerializer(lesions, many=True).data)
 
+    @extend_schema(
+        operation_id="patient_lesions_create", request=InputSerializer, responses={201: LesionOutputSerializer}
+    )
     def post(self, request, patient_uuid):
         patient = patient_get_for(user=request.user, patient_uuid=patient_uuid, audit=False)
         permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
@@ -75,6 +82,7 @@ class PatientLesionListApi(APIView):
 
 
 class LesionDetailApi(APIView):
+    @extend_schema(operation_id="lesions_retrieve", responses=LesionOutputSerializer)
     def get(self, request, lesion_uuid):
         lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
         return Response(LesionOutputSerializer(lesion).data)
@@ -83,6 +91,7 @@ class LesionDetailApi(APIView):
 class LesionExaminationListApi(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
+    @extend_schema_serializer(component_name="ExaminationUpload")
     class InputSerializer(serializers.Serializer):
         image = serializers.FileField(allow_empty_file=True)
         captured_at = serializers.DateTimeField(required=False)
@@ -91,11 +100,15 @@ class LesionExaminationListApi(APIView):
         )
         notes = serializers.CharField(required=False, allow_blank=True)
 
+    @extend_schema(operation_id="lesion_examinations_list", responses=ExaminationOutputSerializer(many=True))
     def get(self, request, lesion_uuid):
         lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
         exams = examination_list_for(user=request.user, lesion=lesion)
         return Response(ExaminationOutputSerializer(exams, many=True).data)
 
+    @extend_schema(
+        operation_id="lesion_examinations_create", request=InputSerializer, responses={201: ExaminationOutputSerializer}
+    )
     def post(self, request, lesion_uuid):
         lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
         permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, lesion.patient)
@@ -109,6 +122,7 @@ class LesionExaminationListApi(APIView):
 
 
 class ExaminationDetailApi(APIView):
+    @extend_schema(operation_id="examinations_retrieve", responses=ExaminationOutputSerializer)
     def get(self, request, examination_uuid):
         exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
         return Response(ExaminationOutputSerializer(exam).data)

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -21,6 +22,7 @@ class PatientOutputSerializer(serializers.Serializer):
 
 
 class PatientListApi(APIView):
+    @extend_schema_serializer(component_name="PatientCreate")
     class InputSerializer(serializers.Serializer):
         given_name = serializers.CharField(max_length=100)
         family_name = serializers.CharField(max_length=100)
@@ -30,13 +32,28 @@ class PatientListApi(APIView):
         email = serializers.EmailField(required=False, allow_blank=True)
         address = serializers.CharField(required=False, allow_blank=True)
         clinic = serializers.UUIDField(required=False)
+        consent_given = serializers.BooleanField(help_text="The patient's consent (recorded with its version).")
 
+    @extend_schema(
+        operation_id="patients_list",
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses=inline_serializer(
+            "PatientPage",
+            {
+                "count": serializers.IntegerField(),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": PatientOutputSerializer(many=True),
+            },
+        ),
+    )
     def get(self, request):
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(patient_list_for(user=request.user), request, view=self)
         audit_record(actor=request.user, action="patient.list")
         return paginator.get_paginated_response(PatientOutputSerializer(page, many=True).data)
 
+    @extend_schema(operation_id="patients_create", request=InputSerializer, responses={201: PatientOutputSerializer})
     def post(self, request):
         permissions.require_can_register_patients(request.user)
         data = self.InputSerializer(data=request.data)
@@ -53,6 +70,7 @@ class PatientListApi(APIView):
 
 
 class PatientDetailApi(APIView):
+    @extend_schema(operation_id="patients_retrieve", responses=PatientOutputSerializer)
     def get(self, request, patient_uuid):
         patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
         return Response(PatientOutputSerializer(patient).data)

@@ -16,6 +16,11 @@ class PatientRegisterForm(forms.Form):
     email = forms.EmailField(required=False)
     address = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     clinic = forms.ModelChoiceField(queryset=Clinic.objects.none(), required=False)
+    consent_given = forms.BooleanField(
+        required=True,
+        label="The patient consents to the processing of their data",
+        help_text="As described in the current consent text; the version and date are recorded.",
+    )
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)

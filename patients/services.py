@@ -37,9 +37,12 @@ def patient_register(
     phone: str = "",
     email: str = "",
     address: str = "",
+    consent_given: bool = False,
 ) -> Patient:
     if not _can_register_at(actor, clinic):
         raise PermissionDenied("You cannot register patients at this clinic.")
+    if not consent_given:
+        raise ValidationError({"consent_given": "The patient's consent to the processing of their data is required."})
     mrn = medical_record_number.strip()
     if not mrn:
         raise ValidationError({"medical_record_number": "A medical record number is required."})
@@ -65,6 +68,9 @@ def patient_register(
     patient.save()
     permissions.patient_access_grant(patient)
     audit_record(actor=actor, action="patient.create", target=patient, patient=patient)
+    from privacy.services import consent_record
+
+    consent_record(patient=patient, actor=actor)
     return patient
 
 

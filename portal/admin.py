@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
 from portal import permissions
-from portal.models import Clinic, User
+from portal.models import AuditEntry, Clinic, User
 
 
 @admin.register(Clinic)
@@ -25,3 +25,24 @@ class PortalUserAdmin(UserAdmin):
         super().save_model(request, obj, form, change)
         # A new dermatologist or staff member sees their clinic's patients at once.
         permissions.clinic_member_add(obj)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Read-only: the trail is append-only; nobody adds, changes or deletes entries here."""
+
+    list_display = ("at", "actor_username", "action", "target_type", "target_uuid", "patient_uuid", "flagged")
+    list_filter = ("flagged", "action", "at")
+    search_fields = ("actor_username", "patient_uuid", "target_uuid", "action")
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in AuditEntry._meta.fields]
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,3 +1,4 @@
+from drf_spectacular.authentication import SessionScheme
 from rest_framework.authentication import SessionAuthentication
 
 
@@ -6,3 +7,9 @@ class SessionAuthentication401(SessionAuthentication):
 
     def authenticate_header(self, request):
         return 'Session realm="dermatrack"'
+
+
+class SessionAuthentication401Scheme(SessionScheme):
+    """Describes the session scheme in the OpenAPI schema (drf-spectacular finds it by import)."""
+
+    target_class = "portal.api_auth.SessionAuthentication401"

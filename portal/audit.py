@@ -8,7 +8,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from portal.models import AuditEntry
+from portal.models import AuditEntry, Role
 
 _request_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "dermatrack_request_context", default=None
@@ -34,16 +34,30 @@ class RequestContextMiddleware:
             _request_context.reset(token)
 
 
+def audit_actor_name(actor: Any) -> str:
+    """Staff are named; a patient's own account only by a pseudonym, so that once the patient
+    is erased nothing in the (append-only) trail names them."""
+    if actor is None:
+        return "system"
+    if getattr(actor, "role", None) == Role.PATIENT:
+        return f"patient-account-{actor.pk}"
+    return actor.username
+
+
 def audit_record(
     *, actor: Any, action: str, target: Any = None, patient: Any = None, flagged: bool = False
 ) -> AuditEntry:
     context = _request_context.get() or {}
     actor_obj = actor if getattr(actor, "is_authenticated", False) else None
+    if patient is not None and actor_obj is not None and not flagged:
+        from portal.permissions import is_emergency_access
+
+        flagged = is_emergency_access(actor_obj, patient)  # break-the-glass reads are flagged
     target_uuid = str(getattr(target, "uuid", "") or "")
     patient_uuid = str(getattr(patient, "uuid", "") or "")
     return AuditEntry.objects.create(
         actor=actor_obj,
-        actor_username=getattr(actor_obj, "username", "") if actor_obj else "system",
+        actor_username=audit_actor_name(actor_obj),
         action=action,
         target_type=type(target).__name__.lower() if target is not None else "",
         target_uuid=target_uuid,

@@ -71,15 +71,56 @@ def visible_patients(user: Any, perm: str = VIEW) -> QuerySet:
     if not getattr(user, "is_authenticated", False):
         return Patient.objects.none()
     # accept_global_perms=False: a model-wide permission must never reveal every row.
-    return get_objects_for_user(
+    visible = get_objects_for_user(
         user, f"patients.{perm}", Patient, accept_global_perms=False, with_superuser=True, use_groups=True
     )
+    if perm == VIEW and user.role == Role.DERMATOLOGIST:
+        # Break-the-glass: read-only access while an emergency grant lasts (privacy.services).
+        visible = visible | Patient.objects.filter(pk__in=_emergency_patient_ids(user))
+    return visible
 
 
 def has_patient_perm(user: Any, perm: str, patient: Any) -> bool:
     if not getattr(user, "is_authenticated", False):
         return False
-    return bool(user.has_perm(f"patients.{perm}", patient))
+    if user.has_perm(f"patients.{perm}", patient):
+        return True
+    return perm == VIEW and is_emergency_access(user, patient)
+
+
+def _emergency_patient_ids(user: Any) -> QuerySet:
+    from privacy.models import EmergencyAccess
+
+    return EmergencyAccess.objects.active().filter(user=user).values("patient_id")
+
+
+def is_emergency_access(user: Any, patient: Any) -> bool:
+    """True when the user reads this record only because of an active break-the-glass grant."""
+    if getattr(user, "role", None) != Role.DERMATOLOGIST or user.clinic_id == patient.clinic_id:
+        return False
+    return _emergency_patient_ids(user).filter(patient_id=patient.pk).exists()
+
+
+def patient_access_revoke_all(patient: Any) -> None:
+    """Erasure: remove every object-permission row (user and group) that names this record."""
+    from django.contrib.contenttypes.models import ContentType
+    from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
+
+    content_type = ContentType.objects.get_for_model(patient)
+    for model in (get_user_obj_perms_model(), get_group_obj_perms_model()):
+        model.objects.filter(content_type=content_type, object_pk=str(patient.pk)).delete()
+
+
+def patient_permission_rows(patient: Any) -> int:
+    """How many object-permission rows still name this record (for erasure checks)."""
+    from django.contrib.contenttypes.models import ContentType
+    from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
+
+    content_type = ContentType.objects.get_for_model(type(patient))
+    return sum(
+        model.objects.filter(content_type=content_type, object_pk=str(patient.pk)).count()
+        for model in (get_user_obj_perms_model(), get_group_obj_perms_model())
+    )
 
 
 def get_visible_or_404(queryset: QuerySet[M], **lookup: Any) -> M:
@@ -98,6 +139,39 @@ def require_patient_perm(user: Any, perm: str, patient: Any) -> None:
         if not has_patient_perm(user, VIEW, patient):
             raise Http404("No such record.")
         raise PermissionDenied("You may view this record but not change it.")
+
+
+def require_can_export_patient(user: Any, patient: Any) -> None:
+    """A patient downloads their own record; an administrator may do it on their behalf."""
+    from django.core.exceptions import PermissionDenied
+
+    if not (user.is_superuser or (patient.account_id is not None and patient.account_id == user.pk)):
+        raise PermissionDenied("Only the patient or an administrator can download the whole record.")
+
+
+def require_can_erase_patient(user: Any) -> None:
+    from django.core.exceptions import PermissionDenied
+
+    if not user.is_superuser:
+        raise PermissionDenied("Only an administrator can erase a patient's record.")
+
+
+def can_view_audit_trail(user: Any) -> bool:
+    return bool(getattr(user, "is_superuser", False))
+
+
+def require_can_view_audit_trail(user: Any) -> None:
+    from django.core.exceptions import PermissionDenied
+
+    if not can_view_audit_trail(user):
+        raise PermissionDenied("The audit trail is for administrators.")
+
+
+def require_can_break_glass(user: Any) -> None:
+    from django.core.exceptions import PermissionDenied
+
+    if getattr(user, "role", None) != Role.DERMATOLOGIST:
+        raise PermissionDenied("Emergency access is for dermatologists.")
 
 
 def can_register_patients(user: Any) -> bool:

@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 
 from lesions import api as lesions_api
 from patients import api as patients_api
-from portal import views
+from portal import security, views
 
 portal_patterns = (
     [
@@ -32,6 +33,7 @@ api_patterns = (
             lesions_api.ExaminationDetailApi.as_view(),
             name="examination-detail",
         ),
+        path("schema/", SpectacularAPIView.as_view(), name="schema"),
     ],
     "api",
 )
@@ -44,5 +46,21 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/2fa/setup/", security.two_factor_setup, name="two-factor-setup"),
+    path("accounts/2fa/verify/", security.two_factor_verify, name="two-factor-verify"),
+    # Password reset: the same answer whether or not an account has that address.
+    path("accounts/password/reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("accounts/password/reset/done/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path(
+        "accounts/password/reset/complete/",
+        auth_views.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
+    path(
+        "accounts/password/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path("", include("privacy.urls")),
     path("admin/", admin.site.urls),
 ]

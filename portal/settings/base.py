@@ -3,6 +3,7 @@ production is switched by environment variables, never by which file is loaded o
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 
 import dj_database_url
@@ -27,10 +28,16 @@ INSTALLED_APPS = [
     "rest_framework",
     "guardian",
     "encrypted_model_fields",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
+    "csp",
+    "drf_spectacular",
     "portal",
     "patients",
     "lesions",
     "inference",
+    "privacy",
 ]
 
 MIDDLEWARE = [
@@ -39,9 +46,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "portal.security.SessionIdleTimeoutMiddleware",
+    "portal.security.TwoFactorMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "portal.audit.RequestContextMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -76,6 +88,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "portal.User"
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins before any password check
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -93,6 +106,9 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = env_int("DERMATRACK_SESSION_SECONDS", 8 * 3600)
 SESSION_COOKIE_HTTPONLY = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Idle sessions end sooner than SESSION_COOKIE_AGE (portal.security.SessionIdleTimeoutMiddleware).
+DERMATRACK_SESSION_IDLE_SECONDS = env_int("DERMATRACK_SESSION_IDLE_SECONDS", 30 * 60)
 CSRF_COOKIE_HTTPONLY = True
 
 LANGUAGE_CODE = "en-gb"
@@ -176,6 +192,70 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("DERMATRACK_LOG_LEVEL", "INFO")},
+    "loggers": {"axes": {"level": "WARNING"}},  # one INFO line per login otherwise
 }
 
 DERMATRACK_DEMO_DATA_DIR = env_str("DERMATRACK_DEMO_DATA_DIR", str(BASE_DIR.parent / "shared" / "data" / "ham10000"))
+
+# --- Security (issue #6) -------------------------------------------------------------------
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",  # verifies (and upgrades) older hashes
+]
+# Login throttling and lockout (django-axes): 5 failures for one username from one address lock
+# that pair out for 15 minutes; the response is the same whether or not the account exists.
+AXES_ENABLED = env_bool("DERMATRACK_LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = env_int("DERMATRACK_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = _dt.timedelta(minutes=env_int("DERMATRACK_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# Behind the reverse proxy (README's production notes) set DERMATRACK_PROXY_COUNT=1: the client
+# address is then the one the proxy appended to X-Forwarded-For, not the proxy's own.
+if env_int("DERMATRACK_PROXY_COUNT", 0):
+    AXES_IPWARE_PROXY_COUNT = env_int("DERMATRACK_PROXY_COUNT", 0)
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+
+# TOTP two-factor authentication for dermatologists, staff and administrators (django-otp).
+DERMATRACK_REQUIRE_2FA = env_bool("DERMATRACK_REQUIRE_2FA", True)
+OTP_TOTP_ISSUER = "Dermatrack"
+
+# Password reset mails: the console in development, SMTP in production (EMAIL_* variables).
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL") or "dermatrack@localhost"
+PASSWORD_RESET_TIMEOUT = 3600
+
+# Content-Security-Policy (django-csp): no inline scripts, nothing from other origins.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# OpenAPI schema (drf-spectacular) at /api/schema/, fuzzed by schemathesis in the test suite.
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Dermatrack API",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Privacy: the consent text patients agree to at registration (templates/privacy/consent_<version>.html)
+# and how long a break-the-glass emergency access lasts.
+DERMATRACK_CONSENT_VERSION = "2026-1"
+DERMATRACK_EMERGENCY_ACCESS_MINUTES = env_int("DERMATRACK_EMERGENCY_ACCESS_MINUTES", 60)

@@ -328,6 +328,192 @@ POST_MATRIX: dict[str, dict[str, int]] = {
     },
 }
 
+# Issue #6 (security and privacy). With 2FA off (test settings), setup shows a page and verify
+# sends a user without a device to setup. Export: the patient or an administrator; erasure and
+# the audit trail: administrators; break-the-glass: dermatologists.
+MATRIX.update(
+    {
+        "two-factor-setup": (
+            "get",
+            {
+                "anonymous": 302,
+                "patient": 200,
+                "other_patient": 200,
+                "staff": 200,
+                "clinician": 200,
+                "outside_clinician": 200,
+                "administrator": 200,
+            },
+        ),
+        "two-factor-verify": (
+            "get",
+            {
+                "anonymous": 302,
+                "patient": 302,
+                "other_patient": 302,
+                "staff": 302,
+                "clinician": 302,
+                "outside_clinician": 302,
+                "administrator": 302,
+            },
+        ),
+        "password_reset": (
+            "get",
+            {
+                "anonymous": 200,
+                "patient": 200,
+                "other_patient": 200,
+                "staff": 200,
+                "clinician": 200,
+                "outside_clinician": 200,
+                "administrator": 200,
+            },
+        ),
+        "password_reset_done": (
+            "get",
+            {
+                "anonymous": 200,
+                "patient": 200,
+                "other_patient": 200,
+                "staff": 200,
+                "clinician": 200,
+                "outside_clinician": 200,
+                "administrator": 200,
+            },
+        ),
+        "password_reset_complete": (
+            "get",
+            {
+                "anonymous": 200,
+                "patient": 200,
+                "other_patient": 200,
+                "staff": 200,
+                "clinician": 200,
+                "outside_clinician": 200,
+                "administrator": 200,
+            },
+        ),
+        "password_reset_confirm": (
+            "get",
+            {
+                "anonymous": 200,
+                "patient": 200,
+                "other_patient": 200,
+                "staff": 200,
+                "clinician": 200,
+                "outside_clinician": 200,
+                "administrator": 200,
+            },
+        ),
+        "api:schema": (
+            "get",
+            {
+                "anonymous": 401,
+                "patient": 200,
+                "other_patient": 200,
+                "staff": 200,
+                "clinician": 200,
+                "outside_clinician": 200,
+                "administrator": 200,
+            },
+        ),
+        "privacy:patient-export": (
+            "get",
+            {
+                "anonymous": 302,
+                "patient": 200,
+                "other_patient": 404,
+                "staff": 403,
+                "clinician": 403,
+                "outside_clinician": 404,
+                "administrator": 200,
+            },
+        ),
+        "privacy:patient-erase": (
+            "get",
+            {
+                "anonymous": 302,
+                "patient": 403,
+                "other_patient": 404,
+                "staff": 403,
+                "clinician": 403,
+                "outside_clinician": 404,
+                "administrator": 200,
+            },
+        ),
+        "privacy:my-export": (
+            "get",
+            {
+                "anonymous": 302,
+                "patient": 200,
+                "other_patient": 200,
+                "staff": 404,
+                "clinician": 404,
+                "outside_clinician": 404,
+                "administrator": 404,
+            },
+        ),
+        "privacy:emergency-access": (
+            "get",
+            {
+                "anonymous": 302,
+                "patient": 403,
+                "other_patient": 403,
+                "staff": 403,
+                "clinician": 200,
+                "outside_clinician": 200,
+                "administrator": 403,
+            },
+        ),
+        "privacy:audit-list": (
+            "get",
+            {
+                "anonymous": 302,
+                "patient": 403,
+                "other_patient": 403,
+                "staff": 403,
+                "clinician": 403,
+                "outside_clinician": 403,
+                "administrator": 200,
+            },
+        ),
+        "privacy:audit-export": (
+            "get",
+            {
+                "anonymous": 302,
+                "patient": 403,
+                "other_patient": 403,
+                "staff": 403,
+                "clinician": 403,
+                "outside_clinician": 403,
+                "administrator": 200,
+            },
+        ),
+    }
+)
+POST_MATRIX.update(
+    {
+        "privacy:patient-erase": {
+            "anonymous": 302,
+            "patient": 403,
+            "other_patient": 404,
+            "staff": 403,
+            "clinician": 403,
+            "outside_clinician": 404,
+            "administrator": 400,
+        },
+        "privacy:emergency-access": {
+            "anonymous": 302,
+            "patient": 403,
+            "other_patient": 403,
+            "staff": 403,
+            "clinician": 400,
+            "outside_clinician": 400,
+            "administrator": 403,
+        },
+    }
+)
+
 
 def _all_url_names(resolver=None, prefix="") -> set[str]:
     resolver = resolver or get_resolver()
@@ -374,6 +560,7 @@ def _url(name: str, kwargs: dict) -> str:
         {"lesion_uuid": kwargs["lesion_uuid"]},
         {"examination_uuid": kwargs["examination_uuid"]},
         {"examination_uuid": kwargs["examination_uuid"], "kind": "cam"},
+        {"uidb64": "MQ", "token": "set-password"},
     ):
         try:
             return reverse(name, kwargs=candidate)

@@ -83,6 +83,7 @@ class Command(BaseCommand):
                     date_of_birth=dob,
                     medical_record_number=mrn,
                     phone="+43 1 555 0100",
+                    consent_given=True,
                 )
                 for site, label, dx in lesions:
                     lesion = lesion_add(
