@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument("--ema", type=float, default=0.998)
     parser.add_argument("--freeze-blocks", type=int, default=3, help="stem + this many MBConv blocks stay frozen")
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> Path:
             best_smoothed, best_epoch, since_best = entry["val_balanced_accuracy_smoothed"], epoch, 0
         else:
             since_best += 1
-        if len(log) >= 3 and since_best >= args.patience:
+        if len(log) >= max(3, args.min_epochs) and since_best >= args.patience:
             print(f"early stop: smoothed balanced accuracy has not improved for {args.patience} epochs")
             break
 
