@@ -119,6 +119,12 @@ class Command(BaseCommand):
         for username, password in logins.items():
             self.stdout.write(f"  {username:<14} {password}")
         self.stdout.write(f"Patients in demo clinic: {Patient.objects.filter(clinic=clinic).count()}")
+        if settings.DERMATRACK_REQUIRE_2FA:
+            self.stdout.write(
+                self.style.SUCCESS("Two-factor keys (TOTP; add to an authenticator app, or `oathtool --totp -b KEY`):")
+            )
+            for username in ("admin", "dermatologist", "staff"):
+                self.stdout.write(f"  {username:<14} {self._totp_key(User.objects.get(username=username))}")
 
     def _user(self, username: str, role: str, clinic) -> str:
         user = User.objects.filter(username=username).first()
@@ -127,6 +133,17 @@ class Command(BaseCommand):
                 username=username, password=secrets.token_urlsafe(12), role=role, clinic=clinic, check_password=False
             )
         return self._reset_password(user)
+
+    @staticmethod
+    def _totp_key(user: User) -> str:
+        """A fresh confirmed TOTP device for a demo login (new on every run, like the passwords)."""
+        from base64 import b32encode
+
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        TOTPDevice.objects.filter(user=user).delete()
+        device = TOTPDevice.objects.create(user=user, name="demo", confirmed=True)
+        return b32encode(device.bin_key).decode()
 
     @staticmethod
     def _reset_password(user: User) -> str:
