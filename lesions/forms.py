@@ -1,7 +1,7 @@
 from django import forms
 from django.utils import timezone
 
-from lesions.models import BodySite
+from lesions.models import Alert, BodySite, RiskBand, TriageDecision
 
 
 class DateInput(forms.DateInput):
@@ -14,12 +14,88 @@ class LesionAddForm(forms.Form):
     first_noted = forms.DateField(widget=DateInput, initial=timezone.localdate, required=False)
 
 
+class MultipleImageInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """One or several files from one <input type=file multiple>; cleans each, returns a list."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleImageInput(attrs={"accept": "image/jpeg,image/png,image/tiff,image/webp"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, list | tuple):
+            if not data:
+                return single(None, initial)
+            return [single(d, initial) for d in data]
+        return [single(data, initial)]
+
+
 class ExaminationUploadForm(forms.Form):
-    image = forms.FileField(
-        help_text="Dermoscopic photograph: JPEG, PNG, TIFF or WebP, up to 20 MB.",
-        widget=forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png,image/tiff,image/webp"}),
+    MAX_FILES = 10
+
+    image = MultipleImageField(
+        label="Image(s)",
+        help_text="One or several dermoscopic photographs of this lesion: JPEG, PNG, TIFF or WebP, up to 20 MB each.",
     )
+
     diameter_mm = forms.DecimalField(
         required=False, min_value=0, max_value=500, decimal_places=1, label="Measured diameter (mm)"
     )
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, label="Clinician notes")
+
+    def clean_image(self):
+        images = self.cleaned_data["image"]
+        if len(images) > self.MAX_FILES:
+            raise forms.ValidationError(f"Upload at most {self.MAX_FILES} images at a time.")
+        return images
+
+
+class AlertFilterForm(forms.Form):
+    """The triage queue's filters (GET). Invalid values fall back to the defaults."""
+
+    STATUS_ALL = "all"
+
+    status = forms.ChoiceField(
+        choices=[*Alert.Status.choices, (STATUS_ALL, "All")], required=False, initial=Alert.Status.OPEN
+    )
+    band = forms.ChoiceField(choices=[("", "Any risk"), *RiskBand.choices], required=False, label="Risk band")
+    clinic = forms.ChoiceField(choices=[("", "All my clinics")], required=False)
+
+    def __init__(self, *args, clinics=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["clinic"].choices = [("", "All my clinics"), *((str(c.uuid), c.name) for c in clinics)]
+
+    def filters(self) -> dict:
+        data = self.cleaned_data if self.is_valid() else {}
+        status = data.get("status") or Alert.Status.OPEN
+        return {
+            "status": None if status == self.STATUS_ALL else status,
+            "band": data.get("band") or None,
+            "clinic_uuid": data.get("clinic") or None,
+        }
+
+
+class TriageDecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=TriageDecision.Decision.choices, widget=forms.RadioSelect)
+    follow_up_months = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=36,
+        label="Follow up in (months)",
+        help_text="Required for a follow-up: sets the lesion's next follow-up date.",
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text="Required. Recorded with your name and the time; visible to clinicians only.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("decision") == TriageDecision.Decision.FOLLOW_UP and not cleaned.get("follow_up_months"):
+            self.add_error("follow_up_months", "Say in how many months to follow up.")
+        return cleaned

@@ -40,6 +40,7 @@ class BodySite(models.TextChoices):
 class Lesion(models.Model):
     class Status(models.TextChoices):
         MONITORING = "monitoring", "Monitoring"
+        BIOPSY = "biopsy", "Biopsy or excision ordered"
         REFERRED = "referred", "Referred"
         EXCISED = "excised", "Excised"
         RESOLVED = "resolved", "Resolved"
@@ -68,6 +69,10 @@ def _image_name(instance: Examination, filename: str) -> str:
     return f"examinations/{uuid.uuid4().hex}.png.enc"
 
 
+def _thumbnail_name(instance: Examination, filename: str) -> str:
+    return f"thumbnails/{uuid.uuid4().hex}.png.enc"
+
+
 class Examination(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for analysis"
@@ -82,6 +87,9 @@ class Examination(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="examinations_uploaded"
     )
     image = models.FileField(upload_to=_image_name)
+    thumbnail = models.FileField(
+        upload_to=_thumbnail_name, blank=True, help_text="Small encrypted PNG for lists; made on first use."
+    )
     image_sha256 = models.CharField(max_length=64)
     image_width = models.PositiveIntegerField()
     image_height = models.PositiveIntegerField()
@@ -159,3 +167,60 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"Alert {self.uuid}"
+
+
+class RiskBand(models.TextChoices):
+    """Bands of an alert's risk (in thousandths, `Alert.priority`), for filters and colours."""
+
+    MODERATE = "moderate", "Moderate (below 50 %)"
+    HIGH = "high", "High (50 to 79 %)"
+    VERY_HIGH = "very_high", "Very high (80 % and above)"
+
+    @classmethod
+    def bounds(cls, band: str) -> tuple[int, int]:
+        """Inclusive lower, exclusive upper bound in thousandths."""
+        return {cls.MODERATE: (0, 500), cls.HIGH: (500, 800), cls.VERY_HIGH: (800, 1001)}[band]
+
+    @classmethod
+    def of(cls, priority: int) -> RiskBand:
+        if priority >= 800:
+            return cls.VERY_HIGH
+        return cls.HIGH if priority >= 500 else cls.MODERATE
+
+
+class TriageDecision(models.Model):
+    """A dermatologist's decision on one alert: who, when, what and why. The reason is
+    encrypted; the decision itself is plain so the queue and reports can filter on it."""
+
+    class Decision(models.TextChoices):
+        BIOPSY = "biopsy", "Biopsy / excise"
+        REFER = "refer", "Refer"
+        FOLLOW_UP = "follow_up", "Follow up"
+        DISMISS = "dismiss", "Dismiss"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    alert = models.OneToOneField(Alert, on_delete=models.PROTECT, related_name="decision")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    reason = EncryptedTextField()
+    follow_up_months = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(36)]
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="triage_decisions"
+    )
+    decided_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(decision="follow_up", follow_up_months__isnull=False)
+                    | (~models.Q(decision="follow_up") & models.Q(follow_up_months__isnull=True))
+                ),
+                name="follow_up_months_iff_follow_up",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Triage decision {self.uuid}"

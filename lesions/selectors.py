@@ -6,13 +6,14 @@ patient's record (portal.permissions). Detail reads leave an audit entry.
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
 
-from lesions.models import Alert, Examination, Lesion, Prediction
+from lesions.models import Alert, Examination, Lesion, Prediction, RiskBand
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
-from portal.models import User
+from portal.models import Clinic, User
 
 
 def lesion_list_for(*, user: User, patient: Patient | None = None) -> QuerySet[Lesion]:
@@ -63,3 +64,148 @@ def alert_list_for(*, user: User, status: str | None = Alert.Status.OPEN) -> Que
     return qs.select_related("lesion", "lesion__patient", "prediction", "prediction__examination", "clinic").order_by(
         "-priority", "created_at"
     )
+
+
+# --- Triage queue -------------------------------------------------------------------------
+
+
+def _alert_scope(*, user: User, clinic_uuid: object = None) -> QuerySet[Alert]:
+    qs = Alert.objects.filter(lesion__patient__in=permissions.visible_patients(user, permissions.TRIAGE))
+    if clinic_uuid:
+        qs = qs.filter(clinic__uuid=clinic_uuid)
+    return qs
+
+
+def alert_queue_for(
+    *, user: User, status: str | None = Alert.Status.OPEN, clinic_uuid: object = None, band: str | None = None
+) -> QuerySet[Alert]:
+    """The triage queue: highest risk first, then the longest waiting. Loads only the columns
+    the queue shows, so no patient field but the name is decrypted."""
+    qs = _alert_scope(user=user, clinic_uuid=clinic_uuid)
+    if status:
+        qs = qs.filter(status=status)
+    if band:
+        low, high = RiskBand.bounds(band)
+        qs = qs.filter(priority__gte=low, priority__lt=high)
+    return (
+        qs.select_related(
+            "clinic",
+            "lesion",
+            "lesion__patient",
+            "prediction",
+            "prediction__examination",
+            "decision",
+            "decision__decided_by",
+        )
+        .only(
+            "uuid",
+            "priority",
+            "status",
+            "created_at",
+            "clinic__name",
+            "lesion__uuid",
+            "lesion__body_site",
+            "lesion__patient__uuid",
+            "lesion__patient__given_name",
+            "lesion__patient__family_name",
+            "prediction__model_version",
+            "prediction__examination__uuid",
+            "prediction__examination__captured_at",
+            "decision__decision",
+            "decision__follow_up_months",
+            "decision__decided_at",
+            "decision__decided_by__username",
+        )
+        .order_by("-priority", "created_at", "id")
+    )
+
+
+def alert_counts_for(*, user: User, clinic_uuid: object = None) -> dict[str, int]:
+    """Counts for the queue's header and filters, in one query. Keys: `open`, `triaged`,
+    `all`, `<status>_<band>` for every band, and `triaged_today`."""
+    today_start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    aggregates = {"triaged_today": Count("id", filter=Q(decision__decided_at__gte=today_start))}
+    for status in Alert.Status.values:
+        aggregates[status] = Count("id", filter=Q(status=status))
+        for band in RiskBand.values:
+            low, high = RiskBand.bounds(band)
+            aggregates[f"{status}_{band}"] = Count("id", filter=Q(status=status, priority__gte=low, priority__lt=high))
+    counts = _alert_scope(user=user, clinic_uuid=clinic_uuid).aggregate(**aggregates)
+    counts["all"] = sum(counts[status] for status in Alert.Status.values)
+    for band in RiskBand.values:
+        counts[f"all_{band}"] = sum(counts[f"{status}_{band}"] for status in Alert.Status.values)
+    return counts
+
+
+def alert_count_key(*, status: str | None, band: str | None) -> str:
+    return (status or "all") + (f"_{band}" if band else "")
+
+
+def alert_clinics_for(*, user: User) -> QuerySet[Clinic]:
+    """Clinics whose alerts the user may triage (the queue's clinic filter)."""
+    return Clinic.objects.filter(
+        pk__in=permissions.visible_patients(user, permissions.TRIAGE).values("clinic_id")
+    ).order_by("name")
+
+
+def patient_ids_with_identity_for(*, user: User, patient_ids: list[int]) -> set[int]:
+    """Which of these patients' names the user may see: those whose record they may view."""
+    return set(permissions.visible_patients(user).filter(pk__in=patient_ids).values_list("pk", flat=True))
+
+
+def alert_get_for(*, user: User, alert_uuid: object) -> Alert:
+    """One alert for its triage page: 404 unless the user may see the patient, 403 unless
+    they may also triage. Audited."""
+    alert = permissions.get_visible_or_404(
+        Alert.objects.filter(lesion__patient__in=permissions.visible_patients(user)).select_related(
+            "clinic", "lesion", "lesion__patient", "prediction", "prediction__examination", "decision"
+        ),
+        uuid=alert_uuid,
+    )
+    permissions.require_patient_perm(user, permissions.TRIAGE, alert.lesion.patient)
+    audit_record(actor=user, action="alert.view", target=alert, patient=alert.lesion.patient)
+    return alert
+
+
+def examination_thumbnail_get_for(*, user: User, examination_uuid: object) -> Examination:
+    exam = permissions.get_visible_or_404(
+        Examination.objects.filter(lesion__patient__in=permissions.visible_patients(user)).select_related(
+            "lesion__patient"
+        ),
+        uuid=examination_uuid,
+    )
+    audit_record(actor=user, action="examination.thumbnail", target=exam, patient=exam.lesion.patient)
+    return exam
+
+
+def lesion_examinations_for(*, user: User, lesion: Lesion) -> list[Examination]:
+    """A lesion's examinations, oldest first, with their predictions (newest first) and
+    explanations, in three queries whatever their number."""
+    return list(
+        examination_list_for(user=user, lesion=lesion).prefetch_related("explanations").order_by("captured_at", "id")
+    )
+
+
+def examination_pair_for(
+    *, user: User, lesion: Lesion, examinations: list[Examination], a_uuid: object = None, b_uuid: object = None
+) -> tuple[Examination | None, Examination | None]:
+    """Two of a lesion's examinations to compare: the ones asked for, else the latest and the
+    one before it. Unknown ids fall back to those defaults. Both reads are audited."""
+    by_uuid = {str(e.uuid): e for e in examinations}
+    b = by_uuid.get(str(b_uuid)) if b_uuid else None
+    b = b or (examinations[-1] if examinations else None)
+    a = by_uuid.get(str(a_uuid)) if a_uuid else None
+    if a is None and b is not None:
+        earlier = [e for e in examinations if (e.captured_at, e.pk) < (b.captured_at, b.pk)]
+        a = earlier[-1] if earlier else None
+    for exam in (a, b):
+        if exam is not None:
+            audit_record(actor=user, action="examination.compare", target=exam, patient=lesion.patient)
+    return a, b
+
+
+def lesion_alerts_by_prediction(*, lesion: Lesion) -> dict[int, Alert]:
+    """The lesion's alerts (with any decision), keyed by prediction id. Call only for a
+    lesion already fetched through `lesion_get_for`."""
+    alerts = Alert.objects.filter(lesion=lesion).select_related("decision", "decision__decided_by")
+    return {a.prediction_id: a for a in alerts}

@@ -6,13 +6,14 @@ import datetime as dt
 from decimal import Decimal
 from typing import IO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
 from lesions.imaging import validate_and_normalise
-from lesions.models import Examination, Lesion
+from lesions.models import Alert, Examination, Lesion, Prediction, TriageDecision
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
@@ -78,3 +79,153 @@ def examination_upload(
 
         classify_examination_task.delay_on_commit(exam.pk)
     return exam
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """Same day of the month `months` later, clamped to the month's last day (31 Jan + 1 = 28/29 Feb)."""
+    import calendar
+
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+# What each decision does to the lesion. A follow-up also sets the next follow-up date.
+_DECISION_LESION_STATUS = {
+    TriageDecision.Decision.BIOPSY: Lesion.Status.BIOPSY,
+    TriageDecision.Decision.REFER: Lesion.Status.REFERRED,
+    TriageDecision.Decision.FOLLOW_UP: Lesion.Status.MONITORING,
+    TriageDecision.Decision.DISMISS: None,  # the lesion stays as it was
+}
+
+
+def triage_decide(
+    *, actor: User, alert: Alert, decision: str, reason: str, follow_up_months: int | None = None
+) -> TriageDecision:
+    """Records a dermatologist's decision on an open alert; the alert leaves the queue.
+
+    Two people deciding at once: the alert row is locked and must still be open, so the
+    second one gets a validation error instead of a second decision."""
+    permissions.require_patient_perm(actor, permissions.TRIAGE, alert.lesion.patient)
+    reason = (reason or "").strip()
+    if decision not in TriageDecision.Decision.values:
+        raise ValidationError({"decision": "Choose a decision."})
+    if not reason:
+        raise ValidationError({"reason": "A reason is required."})
+    if decision == TriageDecision.Decision.FOLLOW_UP:
+        if not follow_up_months:
+            raise ValidationError({"follow_up_months": "Say in how many months to follow up."})
+    else:
+        follow_up_months = None
+    with transaction.atomic():
+        locked = Alert.objects.select_for_update().select_related("lesion").get(pk=alert.pk)
+        if locked.status != Alert.Status.OPEN:
+            raise ValidationError("This alert has already been triaged.")
+        now = timezone.now()
+        triage = TriageDecision(
+            alert=locked,
+            decision=decision,
+            reason=reason,
+            follow_up_months=follow_up_months,
+            decided_by=actor,
+            decided_at=now,
+        )
+        triage.full_clean()
+        triage.save()
+        locked.status = Alert.Status.TRIAGED
+        locked.save(update_fields=["status"])
+        lesion = locked.lesion
+        changed = []
+        new_status = _DECISION_LESION_STATUS[decision]
+        if new_status is not None and lesion.status != new_status:
+            lesion.status = new_status
+            changed.append("status")
+        if follow_up_months:
+            lesion.next_follow_up = add_months(timezone.localdate(now), follow_up_months)
+            changed.append("next_follow_up")
+        if changed:
+            lesion.save(update_fields=changed)
+        audit_record(actor=actor, action=f"alert.triage.{decision}", target=locked, patient=alert.lesion.patient)
+    alert.status = locked.status
+    return triage
+
+
+def alert_raise(*, prediction: Prediction, risk: float) -> Alert:
+    """Puts a high-risk prediction in its clinic's queue and, when DERMATRACK_ALERT_EMAILS is
+    on, tells the clinic's dermatologists after commit. Called by the classification service."""
+    exam = prediction.examination
+    alert = Alert.objects.create(
+        prediction=prediction,
+        lesion=exam.lesion,
+        clinic=exam.lesion.patient.clinic,
+        priority=min(1000, round(risk * 1000)),
+    )
+    if getattr(settings, "DERMATRACK_ALERT_EMAILS", False):
+        from lesions.tasks import notify_alert_task
+
+        notify_alert_task.delay_on_commit(alert.pk)
+    return alert
+
+
+def alert_notify(*, alert_id: int) -> int:
+    """E-mails the clinic's dermatologists that a new high-risk alert is waiting.
+
+    No PHI in the message: no name, no site, no risk, only a link that asks them to log in."""
+    from django.core.mail import send_mail
+    from django.urls import reverse
+
+    from portal.models import Role
+
+    alert = Alert.objects.select_related("clinic").get(pk=alert_id)
+    if alert.status != Alert.Status.OPEN:
+        return 0
+    recipients = list(
+        User.objects.filter(clinic=alert.clinic, role=Role.DERMATOLOGIST, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    if not recipients:
+        return 0
+    base = getattr(settings, "DERMATRACK_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+    link = base + reverse("lesions:alert-triage", kwargs={"alert_uuid": alert.uuid})
+    body = (
+        f"A new high-risk alert is waiting in the {alert.clinic.name} triage queue.\n\n"
+        f"Log in to review it: {link}\n\n"
+        "This message deliberately contains no patient details."
+    )
+    sent = send_mail(
+        "Dermatrack: new high-risk alert",
+        body,
+        getattr(settings, "DEFAULT_FROM_EMAIL", None),
+        recipients,
+    )
+    audit_record(actor=None, action="alert.notify", target=alert)
+    return sent
+
+
+THUMBNAIL_SIZE = 96
+
+
+def examination_thumbnail_render(*, exam: Examination) -> bytes:
+    """A small PNG of the examination image, encrypted on disk; made once, on first use."""
+    import io
+
+    from PIL import Image
+
+    if exam.thumbnail:
+        try:
+            with exam.thumbnail.open("rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            pass
+    with exam.image.open("rb") as fh:
+        image = Image.open(io.BytesIO(fh.read()))
+        image.load()
+    image = image.convert("RGB")
+    image.thumbnail((THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))  # 2x for high-density screens
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    data = out.getvalue()
+    exam.thumbnail.save("thumbnail", ContentFile(data), save=False)
+    Examination.objects.filter(pk=exam.pk).update(thumbnail=exam.thumbnail.name)
+    return data

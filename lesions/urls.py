@@ -6,10 +6,13 @@ app_name = "lesions"
 urlpatterns = [
     path("patients/<uuid:patient_uuid>/lesions/new/", views.lesion_create, name="lesion-create"),
     path("lesions/<uuid:lesion_uuid>/", views.lesion_detail, name="lesion-detail"),
+    path("lesions/<uuid:lesion_uuid>/compare/", views.lesion_compare, name="lesion-compare"),
     path("lesions/<uuid:lesion_uuid>/examinations/new/", views.examination_create, name="examination-create"),
     path("examinations/<uuid:examination_uuid>/", views.examination_detail, name="examination-detail"),
     path("examinations/<uuid:examination_uuid>/status/", views.examination_status, name="examination-status"),
     path("examinations/<uuid:examination_uuid>/image/", views.examination_image, name="examination-image"),
+    path("examinations/<uuid:examination_uuid>/thumbnail/", views.examination_thumbnail, name="examination-thumbnail"),
+    path("alerts/<uuid:alert_uuid>/", views.alert_triage, name="alert-triage"),
     path(
         "examinations/<uuid:examination_uuid>/explanations/<str:kind>/",
         views.explanation_image,

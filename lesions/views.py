@@ -3,13 +3,24 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.model_info import current_model_info
-from lesions.forms import ExaminationUploadForm, LesionAddForm
-from lesions.models import Examination
-from lesions.selectors import examination_get_for, examination_list_for, latest_prediction, lesion_get_for
-from lesions.services import examination_upload, lesion_add
+from lesions import progress
+from lesions.forms import ExaminationUploadForm, LesionAddForm, TriageDecisionForm
+from lesions.models import Examination, RiskBand
+from lesions.selectors import (
+    alert_get_for,
+    examination_get_for,
+    examination_pair_for,
+    examination_thumbnail_get_for,
+    latest_prediction,
+    lesion_alerts_by_prediction,
+    lesion_examinations_for,
+    lesion_get_for,
+)
+from lesions.services import examination_thumbnail_render, examination_upload, lesion_add, triage_decide
 from patients.selectors import patient_get_for
 from portal import permissions
 from portal.forms import apply_validation_error
@@ -32,26 +43,106 @@ def lesion_create(request, patient_uuid):
     return render(request, "lesions/lesion_form.html", {"form": form, "patient": patient}, status=400)
 
 
-def _examination_rows(user, lesion):
-    rows = []
-    for exam in examination_list_for(user=user, lesion=lesion).order_by("captured_at", "id"):
-        rows.append({"exam": exam, "prediction": latest_prediction(exam)})
-    return rows
+def _lesion_context(user, lesion, upload_form) -> dict:
+    """Timeline, progress chart and change since last time for one lesion (constant queries)."""
+    model = current_model_info()
+    threshold = (model or {}).get("alert_threshold")
+    exams = lesion_examinations_for(user=user, lesion=lesion)
+    alerts = lesion_alerts_by_prediction(lesion=lesion)
+    rows, points = [], []
+    previous = None
+    for exam in exams:
+        prediction = latest_prediction(exam)
+        risk = prediction.risk if prediction else None
+        alert = alerts.get(prediction.pk) if prediction else None
+        rows.append(
+            {
+                "exam": exam,
+                "prediction": prediction,
+                "risk_pct": None if risk is None else round(risk * 100),
+                "level": progress.risk_level(risk, threshold),
+                "alert": alert,
+                "decision": getattr(alert, "decision", None) if alert else None,
+                "previous": previous,
+            }
+        )
+        previous = exam
+        if exam.status == Examination.Status.DONE or exam.diameter_mm is not None:
+            points.append(progress.Point(exam.captured_at, risk, progress.as_float(exam.diameter_mm)))
+    return {
+        "lesion": lesion,
+        "rows": rows,
+        "timeline": list(reversed(rows)),
+        "chart": progress.progress_chart(points, threshold),
+        "change": progress.change_since_last(points, threshold),
+        "threshold": threshold,
+        "can_manage": permissions.has_patient_perm(user, permissions.MANAGE_LESIONS, lesion.patient),
+        "upload_form": upload_form,
+        "model": model,
+        "pending": any(r["exam"].status in (Examination.Status.PENDING, Examination.Status.RUNNING) for r in rows),
+    }
 
 
 @login_required
 def lesion_detail(request, lesion_uuid):
     lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
-    can_manage = permissions.has_patient_perm(request.user, permissions.MANAGE_LESIONS, lesion.patient)
+    return render(request, "lesions/lesion_detail.html", _lesion_context(request.user, lesion, ExaminationUploadForm()))
+
+
+@login_required
+@require_GET
+def lesion_compare(request, lesion_uuid):
+    """Any two examinations of one lesion side by side, images and heatmaps at the same scale."""
+    lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
+    exams = lesion_examinations_for(user=request.user, lesion=lesion)
+    a, b = examination_pair_for(
+        user=request.user, lesion=lesion, examinations=exams, a_uuid=request.GET.get("a"), b_uuid=request.GET.get("b")
+    )
+    model = current_model_info()
+    threshold = (model or {}).get("alert_threshold")
+    alerts = lesion_alerts_by_prediction(lesion=lesion)
+    sides = []
+    for exam in (a, b):
+        if exam is None:
+            continue
+        prediction = latest_prediction(exam)
+        risk = prediction.risk if prediction else None
+        sides.append(
+            {
+                "exam": exam,
+                "prediction": prediction,
+                "risk_pct": None if risk is None else round(risk * 100),
+                "level": progress.risk_level(risk, threshold),
+                "cam": _current_explanations(exam).get("cam"),
+                "alert": alerts.get(prediction.pk) if prediction else None,
+            }
+        )
+    change = None
+    if len(sides) == 2:
+        change = progress.change_since_last(
+            [
+                progress.Point(
+                    s["exam"].captured_at,
+                    s["prediction"].risk if s["prediction"] else None,
+                    progress.as_float(s["exam"].diameter_mm),
+                )
+                for s in sides
+            ],
+            threshold,
+        )
     return render(
         request,
-        "lesions/lesion_detail.html",
+        "lesions/lesion_compare.html",
         {
             "lesion": lesion,
-            "rows": _examination_rows(request.user, lesion),
-            "can_manage": can_manage,
-            "upload_form": ExaminationUploadForm(),
-            "model": current_model_info(),
+            "exams": exams,
+            "a": a,
+            "b": b,
+            "sides": sides,
+            "change": change,
+            "threshold": threshold,
+            "model": model,
+            "open_alert": next((al for al in alerts.values() if al.status == "open"), None),
         },
     )
 
@@ -63,33 +154,34 @@ def examination_create(request, lesion_uuid):
     permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, lesion.patient)
     form = ExaminationUploadForm(request.POST, request.FILES)
     if form.is_valid():
-        upload = form.cleaned_data["image"]
-        try:
-            exam = examination_upload(
-                actor=request.user,
-                lesion=lesion,
-                image=upload,
-                image_size=upload.size,
-                diameter_mm=form.cleaned_data.get("diameter_mm"),
-                notes=form.cleaned_data.get("notes") or "",
-            )
-        except ValidationError as exc:
-            form.add_error("image" if not hasattr(exc, "error_dict") else None, exc.messages)
-        else:
-            messages.success(request, "Image uploaded; analysis has started.")
-            return redirect("lesions:examination-detail", examination_uuid=exam.uuid)
-    return render(
-        request,
-        "lesions/lesion_detail.html",
-        {
-            "lesion": lesion,
-            "rows": _examination_rows(request.user, lesion),
-            "can_manage": True,
-            "upload_form": form,
-            "model": current_model_info(),
-        },
-        status=400,
-    )
+        uploads = form.cleaned_data["image"]
+        created, rejected = [], []
+        for number, upload in enumerate(uploads, start=1):
+            try:
+                created.append(
+                    examination_upload(
+                        actor=request.user,
+                        lesion=lesion,
+                        image=upload,
+                        image_size=upload.size,
+                        diameter_mm=form.cleaned_data.get("diameter_mm"),
+                        notes=form.cleaned_data.get("notes") or "",
+                    )
+                )
+            except ValidationError as exc:
+                # Never the file's name in a message: it may carry the patient's name.
+                prefix = f"Image {number} of {len(uploads)}: " if len(uploads) > 1 else ""
+                rejected.append(prefix + " ".join(exc.messages))
+        if created:
+            for problem in rejected:
+                messages.error(request, problem)
+            if len(created) == 1 and not rejected:
+                messages.success(request, "Image uploaded; analysis has started.")
+                return redirect("lesions:examination-detail", examination_uuid=created[0].uuid)
+            messages.success(request, f"{len(created)} images uploaded; analysis has started.")
+            return redirect(reverse("lesions:lesion-detail", kwargs={"lesion_uuid": lesion.uuid}) + "#examinations")
+        form.add_error("image", rejected)
+    return render(request, "lesions/lesion_detail.html", _lesion_context(request.user, lesion, form), status=400)
 
 
 def _current_explanations(exam) -> dict:
@@ -168,3 +260,42 @@ def examination_image(request, examination_uuid):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
     with exam.image.open("rb") as fh:
         return _private_png(fh.read())
+
+
+@login_required
+@require_GET
+def examination_thumbnail(request, examination_uuid):
+    exam = examination_thumbnail_get_for(user=request.user, examination_uuid=examination_uuid)
+    return _private_png(examination_thumbnail_render(exam=exam))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def alert_triage(request, alert_uuid):
+    alert = alert_get_for(user=request.user, alert_uuid=alert_uuid)
+    form = TriageDecisionForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            triage_decide(actor=request.user, alert=alert, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_validation_error(form, exc)
+        else:
+            messages.success(request, "Decision recorded; the alert has left the queue.")
+            return redirect("portal:dashboard")
+    exam = alert.prediction.examination
+    return render(
+        request,
+        "lesions/alert_triage.html",
+        {
+            "alert": alert,
+            "band": RiskBand.of(alert.priority),
+            "exam": exam,
+            "lesion": alert.lesion,
+            "decision": getattr(alert, "decision", None),
+            "form": form,
+            "compare_url": reverse("lesions:lesion-compare", kwargs={"lesion_uuid": alert.lesion.uuid})
+            + f"?b={exam.uuid}",
+            "model": current_model_info(),
+        },
+        status=400 if form.errors else 200,
+    )

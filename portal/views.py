@@ -3,7 +3,15 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 
 from inference.model_info import current_model_info
-from lesions.selectors import alert_list_for
+from lesions.forms import AlertFilterForm
+from lesions.models import RiskBand
+from lesions.selectors import (
+    alert_clinics_for,
+    alert_count_key,
+    alert_counts_for,
+    alert_queue_for,
+    patient_ids_with_identity_for,
+)
 from portal.audit import audit_record
 from portal.models import Role
 
@@ -18,10 +26,48 @@ def home(request):
     return redirect("patients:patient-list")
 
 
+DASHBOARD_PAGE_SIZE = 50
+
+
 @login_required
 def dashboard(request):
-    if not (request.user.is_dermatologist or request.user.is_superuser):
+    """The triage queue: open high-risk alerts, highest risk and longest waiting first."""
+    user = request.user
+    if not (user.is_dermatologist or user.is_superuser):
         raise PermissionDenied("The alert queue is for dermatologists.")
-    alerts = list(alert_list_for(user=request.user)[:100])
-    audit_record(actor=request.user, action="alert.list")
-    return render(request, "portal/dashboard.html", {"alerts": alerts, "model": current_model_info()})
+    form = AlertFilterForm(request.GET or None, clinics=alert_clinics_for(user=user))
+    filters = form.filters()
+    counts = alert_counts_for(user=user, clinic_uuid=filters["clinic_uuid"])
+    total = counts[alert_count_key(status=filters["status"], band=filters["band"])]
+    pages = max(1, -(-total // DASHBOARD_PAGE_SIZE))
+    try:
+        page = min(max(1, int(request.GET.get("page", 1))), pages)
+    except ValueError:
+        page = 1
+    start = (page - 1) * DASHBOARD_PAGE_SIZE
+    alerts = list(alert_queue_for(user=user, **filters)[start : start + DASHBOARD_PAGE_SIZE])
+    named = patient_ids_with_identity_for(user=user, patient_ids=[a.lesion.patient_id for a in alerts])
+    audit_record(actor=user, action="alert.list")
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "portal/dashboard.html",
+        {
+            "rows": [
+                {"alert": a, "band": RiskBand.of(a.priority), "show_name": a.lesion.patient_id in named} for a in alerts
+            ],
+            "form": form,
+            "filters": filters,
+            "counts": counts,
+            "bands": [
+                (value, label, counts[alert_count_key(status=filters["status"], band=value)])
+                for value, label in RiskBand.choices
+            ],
+            "total": total,
+            "page": page,
+            "pages": pages,
+            "query": query.urlencode(),
+            "model": current_model_info(),
+        },
+    )

@@ -10,7 +10,7 @@ import numpy as np
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from lesions.models import BodySite, Examination, Lesion
+from lesions.models import Alert, BodySite, Examination, Lesion, Prediction
 from patients.models import Patient
 from portal import permissions
 from portal.crypto import blind_index
@@ -99,3 +99,28 @@ class ExaminationFactory(factory.django.DjangoModelFactory):
     image_width = 120
     image_height = 90
     status = Examination.Status.PENDING
+
+
+class PredictionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prediction
+
+    examination = factory.SubFactory(ExaminationFactory, status=Examination.Status.DONE)
+    model_name = "efficientnet_lite0"
+    model_version = "1.0.0"
+    model_sha256 = factory.Sequence(lambda n: f"{n:064x}")
+    probabilities = factory.LazyAttribute(
+        lambda o: {"mel": float(o.malignancy_risk), "nv": round(1 - float(o.malignancy_risk), 6)}
+    )
+    malignancy_risk = "0.600000"
+    top_class = "mel"
+
+
+class AlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Alert
+
+    prediction = factory.SubFactory(PredictionFactory)
+    lesion = factory.LazyAttribute(lambda o: o.prediction.examination.lesion)
+    clinic = factory.LazyAttribute(lambda o: o.lesion.patient.clinic)
+    priority = factory.LazyAttribute(lambda o: min(1000, round(float(o.prediction.malignancy_risk) * 1000)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from tests.factories import ExaminationFactory
+from tests.factories import AlertFactory, ExaminationFactory
 
 ROLES = ["anonymous", "patient", "other_patient", "staff", "clinician", "outside_clinician", "administrator"]
 
@@ -187,6 +187,43 @@ MATRIX: dict[str, tuple[str, dict[str, int]]] = {
             "administrator": 404,
         },
     ),
+    "lesions:examination-thumbnail": (
+        "get",
+        {
+            "anonymous": 302,
+            "patient": 200,
+            "other_patient": 404,
+            "staff": 200,
+            "clinician": 200,
+            "outside_clinician": 404,
+            "administrator": 200,
+        },
+    ),
+    "lesions:lesion-compare": (
+        "get",
+        {
+            "anonymous": 302,
+            "patient": 200,
+            "other_patient": 404,
+            "staff": 200,
+            "clinician": 200,
+            "outside_clinician": 404,
+            "administrator": 200,
+        },
+    ),
+    # The patient and staff may see the record but not triage it: 403, not 404.
+    "lesions:alert-triage": (
+        "get",
+        {
+            "anonymous": 302,
+            "patient": 403,
+            "other_patient": 404,
+            "staff": 403,
+            "clinician": 200,
+            "outside_clinician": 404,
+            "administrator": 200,
+        },
+    ),
     "api:patient-list": (
         "get",
         {
@@ -299,6 +336,15 @@ MATRIX: dict[str, tuple[str, dict[str, int]]] = {
 
 # Write endpoints that share a name with a read (same URL, other method): the POST decision.
 POST_MATRIX: dict[str, dict[str, int]] = {
+    "lesions:alert-triage": {
+        "anonymous": 302,
+        "patient": 403,
+        "other_patient": 404,
+        "staff": 403,
+        "clinician": 400,
+        "outside_clinician": 404,
+        "administrator": 400,
+    },
     "api:patient-list": {
         "anonymous": 401,
         "patient": 403,
@@ -327,6 +373,7 @@ POST_MATRIX: dict[str, dict[str, int]] = {
         "administrator": 400,
     },
 }
+
 
 # Issue #6 (security and privacy). With 2FA off (test settings), setup shows a page and verify
 # sends a user without a device to setup. Export: the patient or an administrator; erasure and
@@ -538,6 +585,7 @@ def test_every_url_is_in_the_matrix():
 @pytest.fixture
 def world(patient, other_patient, clinic_staff, clinician, outside_clinician, administrator, lesion):
     exam = ExaminationFactory(lesion=lesion)
+    alert = AlertFactory(prediction__examination=exam)
     users = {
         "anonymous": None,
         "patient": patient.account,
@@ -547,7 +595,12 @@ def world(patient, other_patient, clinic_staff, clinician, outside_clinician, ad
         "outside_clinician": outside_clinician,
         "administrator": administrator,
     }
-    kwargs = {"patient_uuid": patient.uuid, "lesion_uuid": lesion.uuid, "examination_uuid": exam.uuid}
+    kwargs = {
+        "patient_uuid": patient.uuid,
+        "lesion_uuid": lesion.uuid,
+        "examination_uuid": exam.uuid,
+        "alert_uuid": alert.uuid,
+    }
     return users, kwargs
 
 
@@ -560,6 +613,7 @@ def _url(name: str, kwargs: dict) -> str:
         {"lesion_uuid": kwargs["lesion_uuid"]},
         {"examination_uuid": kwargs["examination_uuid"]},
         {"examination_uuid": kwargs["examination_uuid"], "kind": "cam"},
+        {"alert_uuid": kwargs["alert_uuid"]},
         {"uidb64": "MQ", "token": "set-password"},
     ):
         try:
