@@ -6,7 +6,9 @@ patient's record (portal.permissions). Detail reads leave an audit entry.
 
 from __future__ import annotations
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+import datetime as dt
+
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from lesions.models import Alert, Examination, Lesion, Prediction, RiskBand
@@ -209,3 +211,57 @@ def lesion_alerts_by_prediction(*, lesion: Lesion) -> dict[int, Alert]:
     lesion already fetched through `lesion_get_for`."""
     alerts = Alert.objects.filter(lesion=lesion).select_related("decision", "decision__decided_by")
     return {a.prediction_id: a for a in alerts}
+
+
+def lesion_overview_for(*, user: User, patient: Patient) -> list[Lesion]:
+    """A patient's lesions, each with `latest_prediction` (or None) and `examination_count`,
+    in two queries whatever their number. Call for a patient fetched through a selector."""
+    latest = Prediction.objects.filter(examination__lesion=OuterRef("pk")).order_by(
+        "-examination__captured_at", "-created_at", "-id"
+    )
+    exam_count = (
+        Examination.objects.filter(lesion=OuterRef("pk"))
+        .order_by()
+        .values("lesion")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    lesions = list(
+        lesion_list_for(user=user, patient=patient)
+        .annotate(latest_prediction_id=Subquery(latest.values("pk")[:1]), examination_count=Subquery(exam_count))
+        .order_by("created_at", "id")
+    )
+    ids = [lesion.latest_prediction_id for lesion in lesions if lesion.latest_prediction_id]
+    predictions = (
+        {p.pk: p for p in Prediction.objects.filter(pk__in=ids).only("pk", "malignancy_risk", "created_at")}
+        if ids
+        else {}
+    )
+    for lesion in lesions:
+        lesion.latest_prediction = predictions.get(lesion.latest_prediction_id)
+        lesion.examination_count = lesion.examination_count or 0
+    return lesions
+
+
+FOLLOW_UP_STATUSES = (Lesion.Status.MONITORING, Lesion.Status.REFERRED, Lesion.Status.BIOPSY)
+
+
+def follow_ups_due_for(*, user: User, within_days: int = 7) -> list[Lesion]:
+    """Lesions the user may see whose follow-up is overdue or due within `within_days`,
+    soonest first, with their patient (names only). One query."""
+    until = timezone.localdate() + dt.timedelta(days=within_days)
+    return list(
+        lesion_list_for(user=user)
+        .filter(next_follow_up__lte=until, status__in=FOLLOW_UP_STATUSES)
+        .only(
+            "uuid",
+            "body_site",
+            "status",
+            "next_follow_up",
+            "patient__uuid",
+            "patient__given_name",
+            "patient__family_name",
+            "patient__clinic_id",
+        )
+        .order_by("next_follow_up", "patient_id", "id")
+    )

@@ -7,5 +7,6 @@ urlpatterns = [
     path("patients/", views.patient_list, name="patient-list"),
     path("patients/new/", views.patient_create, name="patient-create"),
     path("patients/<uuid:patient_uuid>/", views.patient_detail, name="patient-detail"),
+    path("follow-ups/", views.follow_up_list, name="follow-up-list"),
     path("me/", views.my_record, name="my-record"),
 ]

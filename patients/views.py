@@ -2,10 +2,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
+from inference.model_info import current_model_info
+from lesions import bodymap, progress
+from lesions.followups import DUE_SOON_DAYS, follow_up_state, group_by_patient
 from lesions.forms import LesionAddForm
-from lesions.selectors import lesion_list_for
+from lesions.models import BodySite
+from lesions.selectors import follow_ups_due_for, lesion_overview_for
 from patients.forms import PatientRegisterForm
 from patients.selectors import own_patient_record, patient_get_for, patient_list_for
 from patients.services import patient_register
@@ -42,15 +47,65 @@ def patient_create(request):
     return render(request, "patients/patient_form.html", {"form": form}, status=400 if form.errors else 200)
 
 
+def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
+    items = []
+    for lesion in lesions:
+        risk = lesion.latest_prediction.risk if lesion.latest_prediction else None
+        lesion.risk_pct = None if risk is None else round(risk * 100)
+        lesion.level = progress.risk_level(risk, threshold)
+        lesion.follow_up_state = follow_up_state(lesion.next_follow_up)
+        items.append({"site": lesion.body_site, "lesion": lesion})
+    return {
+        "shapes": bodymap.shapes(),
+        "markers": bodymap.markers(items),
+        "link_sites": link_sites,
+        "width": 2 * bodymap.WIDTH + bodymap.GAP,
+        "height": bodymap.HEIGHT,
+        "back_x": bodymap.WIDTH + bodymap.GAP + bodymap.WIDTH / 2,
+        "front_x": bodymap.WIDTH / 2,
+    }
+
+
 @login_required
 def patient_detail(request, patient_uuid):
     patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
-    lesions = lesion_list_for(user=request.user, patient=patient)
     can_manage = permissions.has_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
+    lesions = lesion_overview_for(user=request.user, patient=patient)
+    threshold = (current_model_info() or {}).get("alert_threshold")
+    body_map = _lesion_map(lesions, threshold, link_sites=can_manage)
+    site = request.GET.get("site")
+    lesion_form = LesionAddForm(initial={"body_site": site} if site in BodySite.values else None)
+    follow_ups = sorted(
+        (lesion for lesion in lesions if lesion.next_follow_up and lesion.follow_up_state),
+        key=lambda lesion: lesion.next_follow_up,
+    )
     return render(
         request,
         "patients/patient_detail.html",
-        {"patient": patient, "lesions": lesions, "can_manage": can_manage, "lesion_form": LesionAddForm()},
+        {
+            "patient": patient,
+            "lesions": lesions,
+            "body_map": body_map,
+            "follow_ups": follow_ups,
+            "can_manage": can_manage,
+            "lesion_form": lesion_form,
+            "picked_site": site if site in BodySite.values else None,
+        },
+    )
+
+
+@login_required
+def follow_up_list(request):
+    """Clinic staff's list of patients whose lesions are overdue or due this week."""
+    if not (request.user.is_clinician or request.user.is_superuser):
+        raise PermissionDenied("Patients see their own follow-up dates under 'My record'.")
+    lesions = follow_ups_due_for(user=request.user, within_days=DUE_SOON_DAYS)
+    audit_record(actor=request.user, action="follow_up.list")
+    groups = group_by_patient(lesions)
+    return render(
+        request,
+        "patients/follow_up_list.html",
+        {"overdue": groups["overdue"], "due": groups["due"], "days": DUE_SOON_DAYS, "today": timezone.localdate()},
     )
 
 

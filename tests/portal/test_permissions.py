@@ -89,6 +89,18 @@ MATRIX: dict[str, tuple[str, dict[str, int]]] = {
             "administrator": 200,
         },
     ),
+    "patients:follow-up-list": (
+        "get",
+        {
+            "anonymous": 302,
+            "patient": 403,
+            "other_patient": 403,
+            "staff": 200,
+            "clinician": 200,
+            "outside_clinician": 200,
+            "administrator": 200,
+        },
+    ),
     "patients:my-record": (
         "get",
         {
