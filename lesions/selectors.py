@@ -11,7 +11,7 @@ import datetime as dt
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from lesions.models import Alert, Examination, Lesion, Prediction, RiskBand
+from lesions.models import Alert, Examination, Lesion, Prediction, RiskBand, TriageDecision
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
@@ -214,8 +214,9 @@ def lesion_alerts_by_prediction(*, lesion: Lesion) -> dict[int, Alert]:
 
 
 def lesion_overview_for(*, user: User, patient: Patient) -> list[Lesion]:
-    """A patient's lesions, each with `latest_prediction` (or None) and `examination_count`,
-    in two queries whatever their number. Call for a patient fetched through a selector."""
+    """A patient's lesions, each with `latest_prediction` (or None), `examination_count` and
+    the latest examination's status and time, in two queries whatever their number. Call for
+    a patient fetched through a selector."""
     latest = Prediction.objects.filter(examination__lesion=OuterRef("pk")).order_by(
         "-examination__captured_at", "-created_at", "-id"
     )
@@ -226,9 +227,15 @@ def lesion_overview_for(*, user: User, patient: Patient) -> list[Lesion]:
         .annotate(n=Count("pk"))
         .values("n")
     )
+    latest_exam = Examination.objects.filter(lesion=OuterRef("pk")).order_by("-captured_at", "-id")
     lesions = list(
         lesion_list_for(user=user, patient=patient)
-        .annotate(latest_prediction_id=Subquery(latest.values("pk")[:1]), examination_count=Subquery(exam_count))
+        .annotate(
+            latest_prediction_id=Subquery(latest.values("pk")[:1]),
+            examination_count=Subquery(exam_count),
+            latest_examination_status=Subquery(latest_exam.values("status")[:1]),
+            latest_examination_at=Subquery(latest_exam.values("captured_at")[:1]),
+        )
         .order_by("created_at", "id")
     )
     ids = [lesion.latest_prediction_id for lesion in lesions if lesion.latest_prediction_id]
@@ -265,3 +272,16 @@ def follow_ups_due_for(*, user: User, within_days: int = 7) -> list[Lesion]:
         )
         .order_by("next_follow_up", "patient_id", "id")
     )
+
+
+def latest_decisions_by_lesion(*, lesions: list[Lesion]) -> dict[int, TriageDecision]:
+    """lesion id -> the most recent triage decision on it, for lesions already fetched
+    through a selector. One query."""
+    decisions: dict[int, TriageDecision] = {}
+    for decision in (
+        TriageDecision.objects.filter(alert__lesion__in=[lesion.pk for lesion in lesions])
+        .select_related("alert")
+        .order_by("decided_at", "id")
+    ):
+        decisions[decision.alert.lesion_id] = decision
+    return decisions

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inference.model_info import current_model_info
-from lesions import progress
+from lesions import guidance, progress
 from lesions.forms import ExaminationUploadForm, LesionAddForm, TriageDecisionForm
 from lesions.models import Examination, RiskBand
 from lesions.selectors import (
@@ -86,7 +86,22 @@ def _lesion_context(user, lesion, upload_form) -> dict:
 @login_required
 def lesion_detail(request, lesion_uuid):
     lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
-    return render(request, "lesions/lesion_detail.html", _lesion_context(request.user, lesion, ExaminationUploadForm()))
+    context = _lesion_context(request.user, lesion, ExaminationUploadForm())
+    if lesion.patient.account_id == request.user.pk:
+        return render(request, "lesions/lesion_detail_patient.html", _in_plain_language(context))
+    return render(request, "lesions/lesion_detail.html", context)
+
+
+def _in_plain_language(context: dict) -> dict:
+    """The patient's own lesion: each result framed in words, the dermatologist's decisions,
+    no raw model output."""
+    lesion, threshold = context["lesion"], context["threshold"]
+    for row in context["rows"]:
+        risk = row["prediction"].risk if row["prediction"] else None
+        row["guidance"] = guidance.for_risk(risk, threshold, status=row["exam"].status)
+        row["decision_text"] = guidance.decision_text(row["decision"], lesion.next_follow_up)
+    latest = context["timeline"][0] if context["timeline"] else None
+    return {**context, "latest": latest, "abcde": guidance.ABCDE}
 
 
 @login_required

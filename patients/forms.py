@@ -29,3 +29,25 @@ class PatientRegisterForm(forms.Form):
             self.fields["clinic"].required = True
         else:
             del self.fields["clinic"]
+
+
+class ReferralSearchForm(forms.Form):
+    """Where to search from: a postcode or city, or the browser's location (filled in by
+    static/js/referral_directory.js when the patient shares it; never stored)."""
+
+    place = forms.CharField(
+        max_length=120,
+        required=False,
+        label="Postcode or city",
+        widget=forms.TextInput(attrs={"autocomplete": "postal-code"}),
+    )
+    latitude = forms.FloatField(required=False, min_value=-90, max_value=90, widget=forms.HiddenInput)
+    longitude = forms.FloatField(required=False, min_value=-180, max_value=180, widget=forms.HiddenInput)
+
+    def clean(self):
+        cleaned = super().clean()
+        has_coordinates = cleaned.get("latitude") is not None and cleaned.get("longitude") is not None
+        if not has_coordinates and not (cleaned.get("place") or "").strip():
+            raise forms.ValidationError("Enter a postcode or city, or share your location.")
+        cleaned["has_coordinates"] = has_coordinates
+        return cleaned

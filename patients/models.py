@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from portal.crypto import EncryptedCharField, EncryptedDateField, EncryptedTextField
@@ -45,3 +46,46 @@ class Patient(models.Model):
     def __str__(self) -> str:
         # Deliberately not the name: __str__ ends up in logs and admin messages.
         return f"Patient {self.uuid}"
+
+
+class ReferralCentre(models.Model):
+    """A place patients can be referred to: a dermatology clinic or a cancer centre.
+
+    Public directory data, not health data: stored in clear. Managed by administrators in the
+    Django admin; patients see the nearest ones (patients.referrals)."""
+
+    class Kind(models.TextChoices):
+        CLINIC = "clinic", "Dermatology clinic"
+        CANCER_CENTRE = "cancer_centre", "Cancer centre"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CLINIC)
+    address = models.CharField(max_length=300, help_text="Street and number.")
+    postcode = models.CharField(max_length=16, blank=True, db_index=True)
+    city = models.CharField(max_length=120, db_index=True)
+    country = models.CharField(max_length=80, blank=True)
+    phone = models.CharField(max_length=40)
+    website = models.URLField(blank=True)
+    latitude = models.DecimalField(
+        max_digits=8, decimal_places=5, validators=[MinValueValidator(-90), MaxValueValidator(90)]
+    )
+    longitude = models.DecimalField(
+        max_digits=8, decimal_places=5, validators=[MinValueValidator(-180), MaxValueValidator(180)]
+    )
+    active = models.BooleanField(default=True, help_text="Inactive centres are not shown to patients.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(latitude__gte=-90, latitude__lte=90), name="centre_latitude_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(longitude__gte=-180, longitude__lte=180), name="centre_longitude_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

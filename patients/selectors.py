@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from patients.models import Patient
+from patients.models import Patient, ReferralCentre
 from portal import permissions
 from portal.audit import audit_record
 from portal.models import User
@@ -28,3 +28,10 @@ def own_patient_record(*, user: User) -> Patient | None:
         audit_record(actor=user, action="patient.view", target=patient, patient=patient)
         return patient
     return None
+
+
+def referral_centre_list_for(*, user: User) -> QuerySet[ReferralCentre]:
+    """The public referral directory: active centres, for any logged-in user."""
+    if not getattr(user, "is_authenticated", False):
+        return ReferralCentre.objects.none()
+    return ReferralCentre.objects.filter(active=True).order_by("name")

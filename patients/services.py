@@ -7,7 +7,7 @@ import datetime as dt
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
-from patients.models import Patient
+from patients.models import Patient, ReferralCentre
 from portal import permissions
 from portal.audit import audit_record
 from portal.crypto import blind_index
@@ -86,3 +86,12 @@ def patient_account_create(*, actor: User, patient: Patient, username: str, pass
     permissions.patient_access_grant(patient)
     audit_record(actor=actor, action="patient.account_create", target=patient, patient=patient)
     return account
+
+
+@transaction.atomic
+def referral_centre_add(**fields) -> ReferralCentre:
+    """A centre in the public referral directory (administrators also edit them in the admin)."""
+    centre = ReferralCentre(**fields)
+    centre.full_clean()
+    centre.save()
+    return centre

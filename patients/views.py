@@ -6,13 +6,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from inference.model_info import current_model_info
-from lesions import bodymap, progress
+from lesions import bodymap, guidance, progress
 from lesions.followups import DUE_SOON_DAYS, follow_up_state, group_by_patient
 from lesions.forms import LesionAddForm
 from lesions.models import BodySite
-from lesions.selectors import follow_ups_due_for, lesion_overview_for
-from patients.forms import PatientRegisterForm
-from patients.selectors import own_patient_record, patient_get_for, patient_list_for
+from lesions.selectors import follow_ups_due_for, latest_decisions_by_lesion, lesion_overview_for
+from patients import referrals
+from patients.forms import PatientRegisterForm, ReferralSearchForm
+from patients.selectors import own_patient_record, patient_get_for, patient_list_for, referral_centre_list_for
 from patients.services import patient_register
 from portal import permissions
 from portal.audit import audit_record
@@ -73,12 +74,14 @@ def patient_detail(request, patient_uuid):
     lesions = lesion_overview_for(user=request.user, patient=patient)
     threshold = (current_model_info() or {}).get("alert_threshold")
     body_map = _lesion_map(lesions, threshold, link_sites=can_manage)
-    site = request.GET.get("site")
-    lesion_form = LesionAddForm(initial={"body_site": site} if site in BodySite.values else None)
     follow_ups = sorted(
         (lesion for lesion in lesions if lesion.next_follow_up and lesion.follow_up_state),
         key=lambda lesion: lesion.next_follow_up,
     )
+    if patient.account_id == request.user.pk:
+        return _own_record(request, patient, lesions, body_map, follow_ups, threshold)
+    site = request.GET.get("site")
+    lesion_form = LesionAddForm(initial={"body_site": site} if site in BodySite.values else None)
     return render(
         request,
         "patients/patient_detail.html",
@@ -91,6 +94,80 @@ def patient_detail(request, patient_uuid):
             "lesion_form": lesion_form,
             "picked_site": site if site in BodySite.values else None,
         },
+    )
+
+
+def _own_record(request, patient, lesions, body_map, follow_ups, threshold):
+    """A patient's own record, in plain language: what was found, what was decided, what to do."""
+    decisions = latest_decisions_by_lesion(lesions=lesions)
+    for lesion in lesions:
+        risk = lesion.latest_prediction.risk if lesion.latest_prediction else None
+        lesion.guidance = guidance.for_risk(risk, threshold, status=lesion.latest_examination_status or "")
+        if lesion.latest_examination_status in ("pending", "running"):
+            lesion.guidance = guidance.PENDING
+        lesion.decision = decisions.get(lesion.pk)
+        lesion.decision_text = guidance.decision_text(lesion.decision, lesion.next_follow_up)
+        lesion.plain_label = "reviewed by your dermatologist" if lesion.decision else lesion.guidance.short
+    body_map["plain"] = True
+    upcoming = [lesion for lesion in follow_ups if lesion.follow_up_state != "overdue"]
+    return render(
+        request,
+        "patients/my_record.html",
+        {
+            "patient": patient,
+            "lesions": lesions,
+            "body_map": body_map,
+            "follow_ups": follow_ups,
+            "next_follow_up": upcoming[0] if upcoming else None,
+            "overdue": [lesion for lesion in follow_ups if lesion.follow_up_state == "overdue"],
+            "abcde": guidance.ABCDE,
+        },
+    )
+
+
+@login_required
+def guidance_page(request):
+    """What to do at each risk level and the signs to watch (ABCDE): the same for everyone."""
+    return render(
+        request,
+        "patients/guidance.html",
+        {
+            "abcde": guidance.ABCDE,
+            "levels": [guidance.LOW, guidance.ELEVATED, guidance.HIGH, guidance.PENDING, guidance.FAILED],
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def referral_directory(request):
+    """Clinics and cancer centres, nearest first from a place typed in or the browser's
+    location. POST, so a location never ends up in a URL or a server log."""
+    centres = list(referral_centre_list_for(user=request.user))
+    form = ReferralSearchForm(request.POST if request.method == "POST" else None)
+    place = results = None
+    not_found = False
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        if data["has_coordinates"]:
+            place = referrals.Place(data["latitude"], data["longitude"], "your location")
+        else:
+            place = referrals.resolve_place(data["place"], centres)
+            not_found = place is None
+        if place is not None:
+            results = referrals.nearest(centres, place, limit=5)
+    status = 400 if form.errors else 200
+    return render(
+        request,
+        "patients/referral_directory.html",
+        {
+            "form": form,
+            "place": place,
+            "results": results,
+            "not_found": not_found,
+            "centres": centres if results is None else [],
+        },
+        status=status,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from decimal import Decimal
 
 import factory
 import numpy as np
@@ -11,7 +12,7 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from lesions.models import Alert, BodySite, Examination, Lesion, Prediction
-from patients.models import Patient
+from patients.models import Patient, ReferralCentre
 from portal import permissions
 from portal.crypto import blind_index
 from portal.models import Clinic, Role, User
@@ -124,3 +125,18 @@ class AlertFactory(factory.django.DjangoModelFactory):
     lesion = factory.LazyAttribute(lambda o: o.prediction.examination.lesion)
     clinic = factory.LazyAttribute(lambda o: o.lesion.patient.clinic)
     priority = factory.LazyAttribute(lambda o: min(1000, round(float(o.prediction.malignancy_risk) * 1000)))
+
+
+class ReferralCentreFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ReferralCentre
+
+    name = factory.Sequence(lambda n: f"Centre {n}")
+    kind = ReferralCentre.Kind.CLINIC
+    address = "Demogasse 1"
+    postcode = "1090"
+    city = "Vienna"
+    country = "Austria"
+    phone = "+43 1 555 0110"
+    latitude = Decimal("48.21900")
+    longitude = Decimal("16.35100")

@@ -101,6 +101,30 @@ MATRIX: dict[str, tuple[str, dict[str, int]]] = {
             "administrator": 200,
         },
     ),
+    "patients:guidance": (
+        "get",
+        {
+            "anonymous": 302,
+            "patient": 200,
+            "other_patient": 200,
+            "staff": 200,
+            "clinician": 200,
+            "outside_clinician": 200,
+            "administrator": 200,
+        },
+    ),
+    "patients:referral-directory": (
+        "get",
+        {
+            "anonymous": 302,
+            "patient": 200,
+            "other_patient": 200,
+            "staff": 200,
+            "clinician": 200,
+            "outside_clinician": 200,
+            "administrator": 200,
+        },
+    ),
     "patients:my-record": (
         "get",
         {
@@ -348,6 +372,16 @@ MATRIX: dict[str, tuple[str, dict[str, int]]] = {
 
 # Write endpoints that share a name with a read (same URL, other method): the POST decision.
 POST_MATRIX: dict[str, dict[str, int]] = {
+    # A search, not a write: an empty one is a 400 for everyone logged in.
+    "patients:referral-directory": {
+        "anonymous": 302,
+        "patient": 400,
+        "other_patient": 400,
+        "staff": 400,
+        "clinician": 400,
+        "outside_clinician": 400,
+        "administrator": 400,
+    },
     "lesions:alert-triage": {
         "anonymous": 302,
         "patient": 403,

@@ -18,10 +18,48 @@ from django.utils import timezone
 
 from lesions.models import BodySite
 from lesions.services import examination_upload, lesion_add
-from patients.models import Patient
-from patients.services import patient_account_create, patient_find_by_mrn, patient_register
+from patients.models import Patient, ReferralCentre
+from patients.services import patient_account_create, patient_find_by_mrn, patient_register, referral_centre_add
 from portal.models import Clinic, Role, User
 from portal.services import clinic_create, user_create
+
+# Referral directory: fictional centres at real towns' coordinates (demo only).
+DEMO_CENTRES = [
+    ("Vienna Skin Clinic (demo)", "clinic", "Demogasse 1", "1090", "Vienna", 48.2190, 16.3510, "+43 1 555 0110"),
+    (
+        "Vienna Cancer Centre (demo)",
+        "cancer_centre",
+        "Beispielweg 20",
+        "1090",
+        "Vienna",
+        48.2205,
+        16.3470,
+        "+43 1 555 0111",
+    ),
+    (
+        "St. Pölten Dermatology (demo)",
+        "clinic",
+        "Musterstraße 5",
+        "3100",
+        "St. Pölten",
+        48.2050,
+        15.6230,
+        "+43 2742 555 012",
+    ),
+    ("Linz Dermatology (demo)", "clinic", "Probeplatz 3", "4020", "Linz", 48.3000, 14.2900, "+43 732 555 013"),
+    ("Graz Cancer Centre (demo)", "cancer_centre", "Testallee 7", "8036", "Graz", 47.0810, 15.4690, "+43 316 555 014"),
+    ("Salzburg Skin Centre (demo)", "clinic", "Übungsgasse 9", "5020", "Salzburg", 47.8000, 13.0400, "+43 662 555 015"),
+    (
+        "Innsbruck Oncology (demo)",
+        "cancer_centre",
+        "Demoufer 11",
+        "6020",
+        "Innsbruck",
+        47.2630,
+        11.3950,
+        "+43 512 555 016",
+    ),
+]
 
 DEMO_PATIENTS = [
     (
@@ -69,6 +107,19 @@ class Command(BaseCommand):
             ):
                 logins[username] = self._user(username, role, clinic if role != Role.ADMINISTRATOR else None)
             staff = User.objects.get(username="staff")
+            for name, kind, address, postcode, city, lat, lon, phone in DEMO_CENTRES:
+                if not ReferralCentre.objects.filter(name=name).exists():
+                    referral_centre_add(
+                        name=name,
+                        kind=kind,
+                        address=address,
+                        postcode=postcode,
+                        city=city,
+                        country="Austria",
+                        phone=phone,
+                        latitude=Decimal(str(lat)),
+                        longitude=Decimal(str(lon)),
+                    )
 
         images = _demo_images(Path(settings.DERMATRACK_DEMO_DATA_DIR))
         for index, (given, family, dob, mrn, lesions) in enumerate(DEMO_PATIENTS):
