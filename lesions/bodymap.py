@@ -12,7 +12,8 @@ from lesions.models import BodySite
 
 WIDTH = 200  # one figure; the back view is drawn WIDTH + GAP to the right
 GAP = 20
-HEIGHT = 420
+TOP = 16  # room for the "Front" and "Back" captions
+HEIGHT = 420 + TOP
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,6 @@ def _pair(left: str, right: str, kind: str, x_right_side: float, y: float, w: fl
 
 SHAPES: list[Shape] = [
     Shape(BodySite.SCALP, "back", "ellipse", 100, 40, 24, 28),
-    Shape(BodySite.SCALP, "front", "ellipse", 100, 20, 20, 9),
     Shape(BodySite.FACE, "front", "ellipse", 100, 46, 20, 21),
     Shape(BodySite.EAR, "front", "ellipse", 74, 44, 5, 9),
     Shape(BodySite.EAR, "front", "ellipse", 126, 44, 5, 9),
@@ -96,11 +96,11 @@ def shapes() -> list[dict]:
                 "view": s.view,
                 "kind": s.kind,
                 "x": s.x + dx,
-                "y": s.y,
+                "y": s.y + TOP,
                 "w": s.w,
                 "h": s.h,
                 "cx": s.x + dx,  # ellipses
-                "cy": s.y,
+                "cy": s.y + TOP,
             }
         )
     return out
@@ -113,7 +113,7 @@ def marker_anchor(site: str) -> tuple[float, float]:
     cx, cy = shape.centre
     if shape.site == BodySite.EAR:  # the patient's ears: draw on the first one
         cx = shape.x
-    return cx + _offset(shape.view), cy
+    return cx + _offset(shape.view), cy + TOP
 
 
 def markers(items: list[dict]) -> list[dict]:

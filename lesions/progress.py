@@ -92,7 +92,7 @@ class Chart:
     height: int = 260
     left: int = 48
     right: int = 52
-    top: int = 16
+    top: int = 28
     bottom: int = 36
     risk_path: str = ""
     diameter_path: str = ""
@@ -172,11 +172,14 @@ def progress_chart(points: list[Point], threshold: float | None) -> Chart | None
     # Date ticks: first, last and up to three between, never two labels on top of each other.
     candidates = [points[0].when] + [start + (end - start) * f / 4 for f in (1, 2, 3)] + [points[-1].when]
     used: list[float] = []
+    labels: set[str] = set()
+    fmt = "%Y-%m-%d" if span >= 3 * 86400 else "%m-%d %H:%M"
     for when in candidates if span > 0 else [start]:
-        x = x_of(when)
-        if all(abs(x - u) > 70 for u in used):
+        x, label = x_of(when), timezone.localtime(when).strftime(fmt)
+        if label not in labels and all(abs(x - u) > 70 for u in used):
             used.append(x)
-            chart.date_ticks.append({"x": x, "label": timezone.localtime(when).strftime("%Y-%m-%d")})
+            labels.add(label)
+            chart.date_ticks.append({"x": x, "label": label})
     last = points[-1]
     bits = [f"{len(points)} examinations from {start:%Y-%m-%d} to {end:%Y-%m-%d}."]
     if last.risk is not None:

@@ -49,6 +49,7 @@ def _lesion_context(user, lesion, upload_form) -> dict:
     threshold = (model or {}).get("alert_threshold")
     exams = lesion_examinations_for(user=user, lesion=lesion)
     alerts = lesion_alerts_by_prediction(lesion=lesion)
+    perms = permissions.patient_perms(user, lesion.patient)
     rows, points = [], []
     previous = None
     for exam in exams:
@@ -76,7 +77,8 @@ def _lesion_context(user, lesion, upload_form) -> dict:
         "chart": progress.progress_chart(points, threshold),
         "change": progress.change_since_last(points, threshold),
         "threshold": threshold,
-        "can_manage": permissions.has_patient_perm(user, permissions.MANAGE_LESIONS, lesion.patient),
+        "can_manage": permissions.MANAGE_LESIONS in perms,
+        "can_triage": permissions.TRIAGE in perms,
         "upload_form": upload_form,
         "model": model,
         "pending": any(r["exam"].status in (Examination.Status.PENDING, Examination.Status.RUNNING) for r in rows),

@@ -88,6 +88,19 @@ def has_patient_perm(user: Any, perm: str, patient: Any) -> bool:
     return perm == VIEW and is_emergency_access(user, patient)
 
 
+def patient_perms(user: Any, patient: Any) -> frozenset[str]:
+    """Every patient permission (VIEW, CHANGE, MANAGE_LESIONS, TRIAGE) the user holds on one
+    record, in one lookup: for pages that offer several actions."""
+    if not getattr(user, "is_authenticated", False):
+        return frozenset()
+    from guardian.core import ObjectPermissionChecker
+
+    perms = set(ObjectPermissionChecker(user).get_perms(patient))
+    if VIEW not in perms and is_emergency_access(user, patient):
+        perms.add(VIEW)
+    return frozenset(perms)
+
+
 def _emergency_patient_ids(user: Any) -> QuerySet:
     from privacy.models import EmergencyAccess
 
