@@ -48,6 +48,19 @@ METADATA_FILE = "lesion_classifier.json"
 CAM_FILE = "lesion_classifier_cam.npz"
 CARD_FILE = "MODEL_CARD.md"
 OPSET = 18
+# Training options written into the model card's reproduce command (from train_log.json's args).
+REPRODUCE_TRAIN_ARGS = (
+    "epochs",
+    "patience",
+    "min_epochs",
+    "batch",
+    "lr",
+    "weight_decay",
+    "ema",
+    "freeze_blocks",
+    "seed",
+    "size",
+)
 
 CLASS_NAMES = {
     "akiec": "actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
@@ -730,9 +743,7 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = train_log.get("epochs", [])
     train_args = train_log.get("args", {})
     reproduce_args = " ".join(
-        f"--{k.replace('_', '-')} {train_args[k]}"
-        for k in ("epochs", "patience", "batch", "lr", "weight_decay", "ema", "freeze_blocks", "seed", "size")
-        if k in train_args
+        f"--{k.replace('_', '-')} {train_args[k]}" for k in REPRODUCE_TRAIN_ARGS if k in train_args
     )
     meta = {
         "name": args.name,
