@@ -169,15 +169,24 @@ def run_cam(classifier, images, repeats: int = 5) -> dict:
     }
 
 
-def sweep(classifier, images) -> list[dict]:
+def sweep(
+    classifier,
+    images,
+    segments=(20, 30, 50),
+    samples=(150, 300, 500),
+    hides=("segment_mean", "image_mean"),
+    compactness=(10.0,),
+    kernel_widths=(0.25,),
+) -> list[dict]:
     base = ex.LimeSettings()
     grid = [
-        replace(base, n_segments=n, num_samples=s, hide=h)
-        for n in (20, 30, 50)
-        for s in (150, 300, 500)
-        for h in ("segment_mean", "image_mean")
+        replace(base, n_segments=n, num_samples=s, hide=h, compactness=c, kernel_width=k)
+        for n in segments
+        for s in samples
+        for h in hides
+        for c in compactness
+        for k in kernel_widths
     ]
-    grid += [replace(base, compactness=c) for c in (5.0, 20.0)]
     rows = []
     for settings in grid:
         row = run_lime(classifier, images, settings, "sweep", quiet=True)
@@ -186,11 +195,13 @@ def sweep(classifier, images) -> list[dict]:
             compactness=settings.compactness,
             num_samples=settings.num_samples,
             hide=settings.hide,
+            kernel_width=settings.kernel_width,
         )
         rows.append(row)
         print(
             f"  n_seg {settings.n_segments:3d} compact {settings.compactness:4.0f} samples {settings.num_samples:4d} "
-            f"{settings.hide:12s}  p50 {row['p50_s']:.2f}s p95 {row['p95_s']:.2f}s  overlap {row['overlap']:.2f} "
+            f"{settings.hide:12s} kernel {settings.kernel_width:4.2f}"
+            f"  p50 {row['p50_s']:.2f}s p95 {row['p95_s']:.2f}s  overlap {row['overlap']:.2f} "
             f"(min {row['overlap_min']:.1f})  deletion {row['deletion_drop']:+.3f}  R2 {row['r2']:.2f}  "
             f"segments {row['segments']:.0f}",
             flush=True,
@@ -205,6 +216,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--classifier", default="inference.classifier:get_classifier", help="module:callable")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (DERMATRACK_ORT_THREADS)")
     parser.add_argument("--sweep", action="store_true", help="run the LIME settings grid instead")
+    parser.add_argument("--sweep-segments", default="20,30,50", help="SLIC n_segments values of the grid")
+    parser.add_argument("--sweep-samples", default="150,300,500", help="num_samples values of the grid")
+    parser.add_argument("--sweep-hide", default="segment_mean,image_mean", help="hide modes of the grid")
+    parser.add_argument("--sweep-compactness", default="10", help="SLIC compactness values of the grid")
+    parser.add_argument("--sweep-kernel-width", default="0.25", help="lime kernel widths of the grid")
     parser.add_argument("--skip-defaults", action="store_true", help="leave out lime's defaults (slow)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -220,7 +236,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     if args.sweep:
-        result = {"sweep": sweep(classifier, images)}
+        result = {
+            "sweep": sweep(
+                classifier,
+                images,
+                segments=[int(v) for v in args.sweep_segments.split(",")],
+                samples=[int(v) for v in args.sweep_samples.split(",")],
+                hides=args.sweep_hide.split(","),
+                compactness=[float(v) for v in args.sweep_compactness.split(",")],
+                kernel_widths=[float(v) for v in args.sweep_kernel_width.split(",")],
+            )
+        }
     else:
         ours = run_lime(classifier, images, ex.LimeSettings(), "ours")
         defaults = None if args.skip_defaults else run_lime(classifier, images, None, "defaults")

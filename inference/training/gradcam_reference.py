@@ -9,7 +9,7 @@ the images and the reference maps so that the test suite can check the runtime p
 features + the committed CAM weights + `inference.explanations`) against torch without
 needing torch or the checkpoint:
 
-    python -m inference.training.gradcam_reference                 # chosen checkpoint of train_log.json
+    python -m inference.training.gradcam_reference                 # the committed model's checkpoint
     python -m inference.training.gradcam_reference --checkpoint artifacts/training/epoch12.pt
 
 Writes tests/inference/data/gradcam_reference.npz (about 0.3 MB for 4 images).
@@ -63,6 +63,21 @@ def pick_images(data_dir: Path, classes: tuple[str, ...], seed: int) -> list[tup
     return [(rng.choice([s for s in val if s.dx == dx]).image_id, dx) for dx in classes]
 
 
+def committed_checkpoint(metadata_path: Path, artifacts: Path) -> Path | None:
+    """The checkpoint the committed model was exported from: named, with its SHA-256, in the
+    model metadata; looked for in every training folder under `artifacts`."""
+    if not metadata_path.is_file():
+        return None
+    training = json.loads(metadata_path.read_text()).get("training", {})
+    name, sha = training.get("checkpoint"), training.get("checkpoint_sha256")
+    if not name or not sha:
+        return None
+    for candidate in sorted(artifacts.glob(f"*/{name}")):
+        if hashlib.sha256(candidate.read_bytes()).hexdigest() == sha:
+            return candidate
+    raise SystemExit(f"{metadata_path} was exported from {name} (sha256 {sha[:12]}...), not found under {artifacts}/")
+
+
 def chosen_checkpoint(work: Path) -> Path:
     log = json.loads((work / "train_log.json").read_text())
     if "chosen_checkpoint" not in log:
@@ -73,8 +88,12 @@ def chosen_checkpoint(work: Path) -> Path:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--checkpoint", type=Path, help="torch state dict (default: chosen_checkpoint of train_log.json)"
+        "--checkpoint",
+        type=Path,
+        help="torch state dict (default: the one the committed model's metadata names, found by its SHA-256 "
+        "under artifacts/, else the chosen_checkpoint of <work>/train_log.json)",
     )
+    parser.add_argument("--metadata", type=Path, default=Path("inference/models/lesion_classifier.json"))
     parser.add_argument("--work", type=Path, default=Path("artifacts/training"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ham10000"))
     parser.add_argument("--size", type=int, default=160)
@@ -84,7 +103,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    checkpoint = args.checkpoint or chosen_checkpoint(args.work)
+    checkpoint = (
+        args.checkpoint or committed_checkpoint(args.metadata, args.work.parent) or chosen_checkpoint(args.work)
+    )
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model = EfficientNetLite0(num_classes=len(CLASSES))
     model.load_state_dict(state, strict=True)

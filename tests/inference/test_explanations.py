@@ -130,20 +130,35 @@ def test_committed_model_cam_matches_torch_gradcam_reference(classifier, referen
     checkpoint, for every class of every stored validation image."""
     assert int(reference["input_size"]) == classifier.input_size
     assert list(reference["classes"]) == classifier.classes
+    exported_from = classifier.metadata.get("training", {}).get("checkpoint_sha256")
+    if exported_from:
+        assert str(reference["checkpoint_sha256"]) == exported_from, (
+            f"the reference was made from {reference['checkpoint']}, not the committed model's checkpoint: "
+            "re-run python -m inference.training.gradcam_reference"
+        )
     assert np.allclose(classifier.cam_weights, reference["fc_weight"], atol=1e-6), (
         f"the reference was made from {reference['checkpoint']}, not the committed model's checkpoint: "
         "re-run python -m inference.training.gradcam_reference"
     )
+    # An int8 model's features are quantised: then the maps must agree in shape (correlation),
+    # for the classes that matter (the three the torch model ranks highest), not to 1e-3.
+    int8 = classifier.metadata.get("quantisation", {}).get("kept") == "int8"
     for i, image in enumerate(reference["images"]):
         x = ex._model_input(np.asarray(prepare_image(Image.fromarray(image), classifier.input_size))[None])
         _, logits, features = classifier.predict_arrays(x)
-        np.testing.assert_allclose(logits[0], reference["logits"][i], atol=2e-3)
-        for c in range(len(classifier.classes)):
+        np.testing.assert_allclose(logits[0], reference["logits"][i], atol=0.15 if int8 else 2e-3)
+        ranked = np.argsort(-reference["logits"][i])
+        for c in ranked[:3] if int8 else ranked:
             ours = ex.normalise_heatmap(ex.cam_from_features(features[0], classifier.cam_weights, c))
-            assert ours.shape == reference["gradcam"][i, c].shape
-            np.testing.assert_allclose(ours, reference["gradcam"][i, c], atol=1e-3, err_msg=f"image {i} class {c}")
+            expected = reference["gradcam"][i, c]
+            assert ours.shape == expected.shape
+            if int8:
+                assert np.corrcoef(ours.ravel(), expected.ravel())[0, 1] > 0.98, f"image {i} class {c}"
+            else:
+                np.testing.assert_allclose(ours, expected, atol=1e-3, err_msg=f"image {i} class {c}")
         top = ex.compute_cam(classifier, Image.fromarray(image))
-        np.testing.assert_allclose(top.heatmap, reference["gradcam"][i, int(np.argmax(logits[0]))], atol=1e-3)
+        assert top.class_index == int(np.argmax(logits[0]))
+        np.testing.assert_allclose(top.heatmap, reference["gradcam"][i, top.class_index], atol=0.05 if int8 else 1e-3)
 
 
 def test_live_torch_gradcam_equals_numpy_cam(reference):
