@@ -68,7 +68,7 @@ def patient_register(
     patient.save()
     permissions.patient_access_grant(patient)
     audit_record(actor=actor, action="patient.create", target=patient, patient=patient)
-    from privacy.services import consent_record
+    from portal.privacy.services import consent_record
 
     consent_record(patient=patient, actor=actor)
     return patient

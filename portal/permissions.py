@@ -102,7 +102,7 @@ def patient_perms(user: Any, patient: Any) -> frozenset[str]:
 
 
 def _emergency_patient_ids(user: Any) -> QuerySet:
-    from privacy.models import EmergencyAccess
+    from portal.privacy.models import EmergencyAccess
 
     return EmergencyAccess.objects.active().filter(user=user).values("patient_id")
 

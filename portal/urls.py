@@ -61,6 +61,6 @@ urlpatterns = [
         auth_views.PasswordResetConfirmView.as_view(),
         name="password_reset_confirm",
     ),
-    path("", include("privacy.urls")),
+    path("", include("portal.privacy.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -37,7 +37,7 @@ INSTALLED_APPS = [
     "patients",
     "lesions",
     "inference",
-    "privacy",
+    "portal.privacy",
 ]
 
 MIDDLEWARE = [

@@ -15,7 +15,7 @@ from lesions.models import Examination, Lesion, Prediction
 from patients.models import Patient
 from portal.crypto import DecryptionError
 from portal.management.commands.rotate_keys import rotation_units
-from privacy.services import emergency_access_grant
+from portal.privacy.services import emergency_access_grant
 from tests.privacy.test_export_erasure import _full_record
 
 

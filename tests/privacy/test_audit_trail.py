@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from portal.audit import audit_record
 from portal.models import AuditEntry
-from privacy.models import EmergencyAccess
+from portal.privacy.models import EmergencyAccess
 
 REASON = "Patient collapsed in our emergency unit; need the lesion history now."
 

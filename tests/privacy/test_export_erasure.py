@@ -17,8 +17,8 @@ from lesions.services import examination_upload, lesion_add
 from patients.models import Patient
 from portal import permissions
 from portal.models import AuditEntry, User
-from privacy.models import Consent
-from privacy.services import patient_erase, patient_record_graph
+from portal.privacy.models import Consent
+from portal.privacy.services import patient_erase, patient_record_graph
 from tests.factories import png_bytes
 
 

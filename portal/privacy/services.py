@@ -27,7 +27,7 @@ from patients.services import patient_find_by_mrn
 from portal import permissions
 from portal.audit import audit_record
 from portal.models import Clinic, Role, User
-from privacy.models import Consent, EmergencyAccess
+from portal.privacy.models import Consent, EmergencyAccess
 
 EXPORT_FORMAT = "dermatrack-patient-export"
 EXPORT_VERSION = 1

@@ -11,7 +11,7 @@ from django.utils import timezone
 from portal import permissions
 from portal.audit import audit_record
 from portal.models import AuditEntry, User
-from privacy.models import EmergencyAccess
+from portal.privacy.models import EmergencyAccess
 
 
 def audit_entry_list_for(*, user: User, filters: dict[str, Any], action: str = "audit.view") -> QuerySet[AuditEntry]:

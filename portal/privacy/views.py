@@ -12,9 +12,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 from patients.selectors import own_patient_record, patient_get_for
 from portal import permissions
 from portal.forms import apply_validation_error
-from privacy.forms import AuditFilterForm, EmergencyAccessForm, EraseForm
-from privacy.selectors import audit_entry_list_for, emergency_access_list_for
-from privacy.services import emergency_access_grant, patient_erase, patient_export
+from portal.privacy.forms import AuditFilterForm, EmergencyAccessForm, EraseForm
+from portal.privacy.selectors import audit_entry_list_for, emergency_access_list_for
+from portal.privacy.services import emergency_access_grant, patient_erase, patient_export
 
 AUDIT_COLUMNS = [
     "at",
