@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,7 +41,7 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0, 1, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         in_bin = (confidence > lo) & (confidence <= hi)
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
@@ -72,7 +73,7 @@ def summarise(
     risk = malignancy_risk(probabilities, classes)
     malignant = np.isin(np.array(classes)[labels], MALIGNANT_CLASSES)
     result = {
-        "n": int(len(labels)),
+        "n": len(labels),
         "accuracy": float((predicted == labels).mean()),
         "balanced_accuracy": float(np.nanmean(recall[present])),
         "macro_f1": float(f1[present].mean()),

@@ -6,9 +6,7 @@ import logging
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError
-
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from inference import explaining, services
 from inference.models import Explanation

@@ -25,8 +25,8 @@ def random_resized_crop(
     for _ in range(10):
         target = area * rng.uniform(*scale)
         aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        cw = int(round(math.sqrt(target * aspect * w / h)))
-        ch = int(round(math.sqrt(target / aspect * h / w)))
+        cw = round(math.sqrt(target * aspect * w / h))
+        ch = round(math.sqrt(target / aspect * h / w))
         if 0 < cw <= w and 0 < ch <= h:
             x0 = rng.randint(0, w - cw)
             y0 = rng.randint(0, h - ch)

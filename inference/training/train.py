@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
+from inference.metrics import summarise
 from inference.preprocessing import to_model_input
 from inference.training.augment import augment
 from inference.training.data import decode, read_image_bytes, read_metadata
-from inference.metrics import summarise
 from inference.training.network import lite0_for_classes
 
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> Path:
             optimizer.step()
             with torch.no_grad():
                 d = min(args.ema, (1 + step) / (10 + step))
-                for pe, pm in zip(ema.parameters(), model.parameters()):
+                for pe, pm in zip(ema.parameters(), model.parameters(), strict=False):
                     pe.mul_(d).add_(pm.detach(), alpha=1 - d)
-                for be, bm in zip(ema.buffers(), model.buffers()):
+                for be, bm in zip(ema.buffers(), model.buffers(), strict=False):
                     be.copy_(bm)
             step += 1
             running += loss.item() * len(y)
