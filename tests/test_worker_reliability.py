@@ -131,6 +131,7 @@ def workers(tmp_path, settings, redis):
             DERMATRACK_MEDIA_ROOT=str(settings.MEDIA_ROOT),
             CELERY_BROKER_URL=redis.url,
             DERMATRACK_BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
+            DERMATRACK_BROKER_RESTORE_SECONDS="2",
             DERMATRACK_STALE_CLAIM_SECONDS=str(STALE_CLAIM_SECONDS),
             PYTHONUNBUFFERED="1",
             **extra_env,

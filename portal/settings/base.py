@@ -159,6 +159,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # An unacknowledged task (its worker died) is delivered again after this many seconds.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("DERMATRACK_BROKER_VISIBILITY_TIMEOUT", 3600)}
+    if env_int("DERMATRACK_BROKER_RESTORE_SECONDS", 0):  # how often workers look for such tasks (kombu: ~100 s)
+        CELERY_BROKER_TRANSPORT_OPTIONS |= {
+            "unacked_restore_interval": env_int("DERMATRACK_BROKER_RESTORE_SECONDS", 0),
+            "unacked_restore_throttle": 1,
+        }
 CELERY_TASK_IGNORE_RESULT = True  # the row carries the status, never the result backend
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
