@@ -20,8 +20,8 @@ def follow_up_state(day: dt.date | None, today: dt.date | None = None) -> str:
 
 
 def group_by_patient(lesions: list, today: dt.date | None = None) -> dict[str, list[dict]]:
-    """{'overdue': [...], 'due': [...]}: one entry per patient, with their lesions due and the
-    earliest date, for the staff follow-up list."""
+    """{'overdue': [...], 'due': [...]}: one entry per patient id, with their lesions due and
+    the earliest date, soonest first, for the staff follow-up list."""
     today = today or timezone.localdate()
     groups: dict[str, dict[int, dict]] = {"overdue": {}, "due": {}}
     for lesion in lesions:
@@ -29,11 +29,11 @@ def group_by_patient(lesions: list, today: dt.date | None = None) -> dict[str, l
         if state not in groups:
             continue
         entry = groups[state].setdefault(
-            lesion.patient_id, {"patient": lesion.patient, "lesions": [], "earliest": lesion.next_follow_up}
+            lesion.patient_id, {"patient_id": lesion.patient_id, "lesions": [], "earliest": lesion.next_follow_up}
         )
         entry["lesions"].append(lesion)
         entry["earliest"] = min(entry["earliest"], lesion.next_follow_up)
     return {
-        state: sorted(entries.values(), key=lambda e: (e["earliest"], e["patient"].pk))
+        state: sorted(entries.values(), key=lambda e: (e["earliest"], e["patient_id"]))
         for state, entries in groups.items()
     }

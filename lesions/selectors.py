@@ -71,8 +71,15 @@ def alert_list_for(*, user: User, status: str | None = Alert.Status.OPEN) -> Que
 # --- Triage queue -------------------------------------------------------------------------
 
 
-def _alert_scope(*, user: User, clinic_uuid: object = None) -> QuerySet[Alert]:
-    qs = Alert.objects.filter(lesion__patient__in=permissions.visible_patients(user, permissions.TRIAGE))
+def _alert_scope(*, user: User, clinic_uuid: object = None, paged: bool = False) -> QuerySet[Alert]:
+    """Alerts the user may triage. `paged` for reading a page in queue order: the EXISTS form
+    of the permission check lets the database walk the risk index, probe permissions row by
+    row and stop after the page. Counting every alert is faster with the join form."""
+    if paged:
+        visible = permissions.visible_patient_condition(user, permissions.TRIAGE, patient_field="lesion__patient_id")
+    else:
+        visible = Q(lesion__patient__in=permissions.visible_patients(user, permissions.TRIAGE))
+    qs = Alert.objects.filter(visible)
     if clinic_uuid:
         qs = qs.filter(clinic__uuid=clinic_uuid)
     return qs
@@ -83,7 +90,7 @@ def alert_queue_for(
 ) -> QuerySet[Alert]:
     """The triage queue: highest risk first, then the longest waiting. Loads only the columns
     the queue shows, so no patient field but the name is decrypted."""
-    qs = _alert_scope(user=user, clinic_uuid=clinic_uuid)
+    qs = _alert_scope(user=user, clinic_uuid=clinic_uuid, paged=True)
     if status:
         qs = qs.filter(status=status)
     if band:
@@ -122,20 +129,27 @@ def alert_queue_for(
     )
 
 
-def alert_counts_for(*, user: User, clinic_uuid: object = None) -> dict[str, int]:
-    """Counts for the queue's header and filters, in one query. Keys: `open`, `triaged`,
-    `all`, `<status>_<band>` for every band, and `triaged_today`."""
-    today_start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    aggregates = {"triaged_today": Count("id", filter=Q(decision__decided_at__gte=today_start))}
-    for status in Alert.Status.values:
-        aggregates[status] = Count("id", filter=Q(status=status))
+def alert_counts_for(*, user: User, clinic_uuid: object = None, status: str | None = Alert.Status.OPEN) -> dict:
+    """Counts for the queue's header and filters. Keys: `open` and `open_<band>` for every
+    band, `triaged_today` (by this user), and, only when `status` asks for more than the open queue (they
+    cost a pass over every alert ever raised), `triaged`, `all` and `<status>_<band>`.
+    Two or three queries."""
+    scope = _alert_scope(user=user, clinic_uuid=clinic_uuid)
+    statuses = [Alert.Status.OPEN] if status == Alert.Status.OPEN else list(Alert.Status.values)
+    aggregates = {}
+    for name in statuses:
+        aggregates[name] = Count("id", filter=Q(status=name))
         for band in RiskBand.values:
             low, high = RiskBand.bounds(band)
-            aggregates[f"{status}_{band}"] = Count("id", filter=Q(status=status, priority__gte=low, priority__lt=high))
-    counts = _alert_scope(user=user, clinic_uuid=clinic_uuid).aggregate(**aggregates)
-    counts["all"] = sum(counts[status] for status in Alert.Status.values)
-    for band in RiskBand.values:
-        counts[f"all_{band}"] = sum(counts[f"{status}_{band}"] for status in Alert.Status.values)
+            aggregates[f"{name}_{band}"] = Count("id", filter=Q(status=name, priority__gte=low, priority__lt=high))
+    counts = (scope.filter(status=Alert.Status.OPEN) if status == Alert.Status.OPEN else scope).aggregate(**aggregates)
+    if status != Alert.Status.OPEN:
+        counts["all"] = sum(counts[name] for name in Alert.Status.values)
+        for band in RiskBand.values:
+            counts[f"all_{band}"] = sum(counts[f"{name}_{band}"] for name in Alert.Status.values)
+    today_start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    # The user's own decisions today: no permission join needed to count them.
+    counts["triaged_today"] = TriageDecision.objects.filter(decided_by=user, decided_at__gte=today_start).count()
     return counts
 
 
@@ -144,15 +158,17 @@ def alert_count_key(*, status: str | None, band: str | None) -> str:
 
 
 def alert_clinics_for(*, user: User) -> QuerySet[Clinic]:
-    """Clinics whose alerts the user may triage (the queue's clinic filter)."""
-    return Clinic.objects.filter(
-        pk__in=permissions.visible_patients(user, permissions.TRIAGE).values("clinic_id")
-    ).order_by("name")
+    """The queue's clinic filter choices. The queue itself is checked record by record."""
+    return permissions.clinics_for(user).order_by("name")
 
 
 def patient_ids_with_identity_for(*, user: User, patient_ids: list[int]) -> set[int]:
     """Which of these patients' names the user may see: those whose record they may view."""
-    return set(permissions.visible_patients(user).filter(pk__in=patient_ids).values_list("pk", flat=True))
+    return set(
+        Patient.objects.filter(permissions.visible_patient_condition(user), pk__in=patient_ids).values_list(
+            "pk", flat=True
+        )
+    )
 
 
 def alert_get_for(*, user: User, alert_uuid: object) -> Alert:
@@ -255,23 +271,23 @@ FOLLOW_UP_STATUSES = (Lesion.Status.MONITORING, Lesion.Status.REFERRED, Lesion.S
 
 def follow_ups_due_for(*, user: User, within_days: int = 7) -> list[Lesion]:
     """Lesions the user may see whose follow-up is overdue or due within `within_days`,
-    soonest first, with their patient (names only). One query."""
+    soonest first. One query, and no patient field decrypted: `follow_up_patients_for`
+    fetches the names of only the patients a page shows."""
     until = timezone.localdate() + dt.timedelta(days=within_days)
     return list(
-        lesion_list_for(user=user)
+        Lesion.objects.filter(patient__in=permissions.visible_patients(user))
         .filter(next_follow_up__lte=until, status__in=FOLLOW_UP_STATUSES)
-        .only(
-            "uuid",
-            "body_site",
-            "status",
-            "next_follow_up",
-            "patient__uuid",
-            "patient__given_name",
-            "patient__family_name",
-            "patient__clinic_id",
-        )
+        .only("uuid", "body_site", "status", "next_follow_up", "patient_id")
         .order_by("next_follow_up", "patient_id", "id")
     )
+
+
+def follow_up_patients_for(*, user: User, patient_ids: list[int]) -> dict[int, Patient]:
+    """id -> patient (uuid and name only) for the follow-up list. One query."""
+    patients = Patient.objects.filter(permissions.visible_patient_condition(user), pk__in=patient_ids).only(
+        "uuid", "given_name", "family_name"
+    )
+    return {p.pk: p for p in patients}
 
 
 def latest_decisions_by_lesion(*, lesions: list[Lesion]) -> dict[int, TriageDecision]:

@@ -10,7 +10,12 @@ from lesions import bodymap, guidance, progress
 from lesions.followups import DUE_SOON_DAYS, follow_up_state, group_by_patient
 from lesions.forms import LesionAddForm
 from lesions.models import BodySite
-from lesions.selectors import follow_ups_due_for, latest_decisions_by_lesion, lesion_overview_for
+from lesions.selectors import (
+    follow_up_patients_for,
+    follow_ups_due_for,
+    latest_decisions_by_lesion,
+    lesion_overview_for,
+)
 from patients import referrals
 from patients.forms import PatientRegisterForm, ReferralSearchForm
 from patients.selectors import own_patient_record, patient_get_for, patient_list_for, referral_centre_list_for
@@ -171,6 +176,9 @@ def referral_directory(request):
     )
 
 
+FOLLOW_UP_PAGE = 100  # patients per group unless ?all=1
+
+
 @login_required
 def follow_up_list(request):
     """Clinic staff's list of patients whose lesions are overdue or due this week."""
@@ -179,10 +187,27 @@ def follow_up_list(request):
     lesions = follow_ups_due_for(user=request.user, within_days=DUE_SOON_DAYS)
     audit_record(actor=request.user, action="follow_up.list")
     groups = group_by_patient(lesions)
+    show_all = request.GET.get("all") == "1"
+    shown = {state: entries if show_all else entries[:FOLLOW_UP_PAGE] for state, entries in groups.items()}
+    patients = follow_up_patients_for(
+        user=request.user, patient_ids=[e["patient_id"] for entries in shown.values() for e in entries]
+    )
+    for entries in shown.values():
+        for entry in entries:
+            entry["patient"] = patients[entry["patient_id"]]
     return render(
         request,
         "patients/follow_up_list.html",
-        {"overdue": groups["overdue"], "due": groups["due"], "days": DUE_SOON_DAYS, "today": timezone.localdate()},
+        {
+            "overdue": shown["overdue"],
+            "due": shown["due"],
+            "overdue_total": len(groups["overdue"]),
+            "due_total": len(groups["due"]),
+            "days": DUE_SOON_DAYS,
+            "today": timezone.localdate(),
+            "truncated": not show_all and max(len(groups["overdue"]), len(groups["due"])) > FOLLOW_UP_PAGE,
+            "page_size": FOLLOW_UP_PAGE,
+        },
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from django.contrib.auth.models import Group
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
 
@@ -78,6 +78,47 @@ def visible_patients(user: Any, perm: str = VIEW) -> QuerySet:
         # Break-the-glass: read-only access while an emergency grant lasts (privacy.services).
         visible = visible | Patient.objects.filter(pk__in=_emergency_patient_ids(user))
     return visible
+
+
+def visible_patient_condition(user: Any, perm: str = VIEW, *, patient_field: str = "pk") -> Q:
+    """The rows of `visible_patients`, as a filter for any queryset that reaches the patient
+    id through `patient_field` (e.g. "lesion__patient_id" on alerts).
+
+    A correlated EXISTS on the object-permission rows, answered with one index probe per row:
+    on a big table read in another order (the triage queue, by risk) the database can stop
+    after the first page instead of first joining every record the user may see."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.db.models import CharField, Exists, OuterRef
+    from django.db.models.functions import Cast
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    from patients.models import Patient
+
+    if not getattr(user, "is_authenticated", False):
+        return Q(pk__in=[])
+    if user.is_superuser:  # as visible_patients(with_superuser=True): every record
+        return Q()
+    content_type = ContentType.objects.get_for_model(Patient)
+    object_pk = Cast(OuterRef(patient_field), CharField())
+    rows = {"content_type": content_type, "permission__codename": perm, "object_pk": object_pk}
+    condition = Q(Exists(GroupObjectPermission.objects.filter(group__user=user, **rows))) | Q(
+        Exists(UserObjectPermission.objects.filter(user=user, **rows))
+    )
+    if perm == VIEW and user.role == Role.DERMATOLOGIST:
+        condition |= Q(**{f"{patient_field}__in": _emergency_patient_ids(user)})
+    return condition
+
+
+def clinics_for(user: Any) -> QuerySet[Clinic]:
+    """Clinics a user works in (for filters and choices): every clinic for superusers, their
+    own for dermatologists and staff, none for patients. Not an access check on records."""
+    if not getattr(user, "is_authenticated", False):
+        return Clinic.objects.none()
+    if user.is_superuser:
+        return Clinic.objects.all()
+    if user.role in ROLE_PATIENT_PERMS and user.clinic_id:
+        return Clinic.objects.filter(pk=user.clinic_id)
+    return Clinic.objects.none()
 
 
 def has_patient_perm(user: Any, perm: str, patient: Any) -> bool:

@@ -37,7 +37,7 @@ def dashboard(request):
         raise PermissionDenied("The alert queue is for dermatologists.")
     form = AlertFilterForm(request.GET or None, clinics=alert_clinics_for(user=user))
     filters = form.filters()
-    counts = alert_counts_for(user=user, clinic_uuid=filters["clinic_uuid"])
+    counts = alert_counts_for(user=user, clinic_uuid=filters["clinic_uuid"], status=filters["status"])
     total = counts[alert_count_key(status=filters["status"], band=filters["band"])]
     pages = max(1, -(-total // DASHBOARD_PAGE_SIZE))
     try:
@@ -60,10 +60,7 @@ def dashboard(request):
             "form": form,
             "filters": filters,
             "counts": counts,
-            "bands": [
-                (value, label, counts[alert_count_key(status=filters["status"], band=value)])
-                for value, label in RiskBand.choices
-            ],
+            "bands": [(value, label, counts[f"open_{value}"]) for value, label in RiskBand.choices],
             "total": total,
             "page": page,
             "pages": pages,

@@ -80,15 +80,17 @@ def new_page(browser, live_server):
         page.on("response", _broken_subresource)
         page.on(
             "requestfailed",
-            lambda request: errors.append(f"failed {request.resource_type} {request.url}: {request.failure}")
-            if "ERR_ABORTED" not in (request.failure or "")  # navigating away cancels loads
-            else None,
+            lambda request: (
+                errors.append(f"failed {request.resource_type} {request.url}: {request.failure}")
+                if "ERR_ABORTED" not in (request.failure or "")  # navigating away cancels loads
+                else None
+            ),
         )
         page.on(
             "console",
-            lambda msg: errors.append(msg.text)
-            if msg.type == "error" and "Failed to load resource" not in msg.text
-            else None,
+            lambda msg: (
+                errors.append(msg.text) if msg.type == "error" and "Failed to load resource" not in msg.text else None
+            ),
         )
         page.js_errors = errors
         return page

@@ -134,5 +134,17 @@ def test_follow_up_list_query_count(staff_client, clinic, django_assert_num_quer
         LesionFactory(patient=PatientFactory(clinic=clinic), next_follow_up=timezone.localdate() + dt.timedelta(i))
     url = reverse("patients:follow-up-list")
     staff_client.get(url)
-    with django_assert_num_queries(4):  # session, user, lesions with their patients, audit
+    with django_assert_num_queries(5):  # session, user, lesions, their patients, audit
         staff_client.get(url)
+
+
+def test_follow_up_list_shows_the_earliest_hundred_and_offers_the_rest(staff_client, clinic, monkeypatch):
+    monkeypatch.setattr("patients.views.FOLLOW_UP_PAGE", 2)
+    today = timezone.localdate()
+    for days in (1, 2, 3):
+        LesionFactory(patient=PatientFactory(clinic=clinic), next_follow_up=today - dt.timedelta(days=days))
+    response = staff_client.get(reverse("patients:follow-up-list"))
+    assert [g["earliest"] for g in response.context["overdue"]] == [today - dt.timedelta(3), today - dt.timedelta(2)]
+    assert response.context["overdue_total"] == 3
+    assert 'href="?all=1"' in response.content.decode()
+    assert len(staff_client.get(reverse("patients:follow-up-list"), {"all": "1"}).context["overdue"]) == 3
