@@ -261,7 +261,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# Privacy: the consent text patients agree to at registration (templates/privacy/consent_<version>.html)
+# Privacy: the version of the consent text patients agree to at registration (recorded with each consent)
 # and how long a break-the-glass emergency access lasts.
 DERMATRACK_CONSENT_VERSION = "2026-1"
 DERMATRACK_EMERGENCY_ACCESS_MINUTES = env_int("DERMATRACK_EMERGENCY_ACCESS_MINUTES", 60)
