@@ -108,14 +108,37 @@ def prediction_record(*, exam: Examination, classifier, probabilities) -> Predic
 
 
 def requeue_stale_examinations() -> list[int]:
-    """RUNNING rows whose claim expired (worker died) go back to PENDING; returns their ids."""
+    """Examinations to send to the queue again; returns their ids.
+
+    RUNNING rows whose claim expired (their worker died) go back to PENDING. PENDING rows
+    older than the same limit are returned too: their message may never have reached the
+    broker (it was down at upload time). A duplicate message is harmless, the claim is atomic.
+    """
     stale_before = timezone.now() - dt.timedelta(seconds=settings.DERMATRACK_STALE_CLAIM_SECONDS)
-    ids = list(
+    running = list(
         Examination.objects.filter(status=Examination.Status.RUNNING, claimed_at__lt=stale_before).values_list(
             "pk", flat=True
         )
     )
-    Examination.objects.filter(pk__in=ids, status=Examination.Status.RUNNING, claimed_at__lt=stale_before).update(
+    Examination.objects.filter(pk__in=running, status=Examination.Status.RUNNING, claimed_at__lt=stale_before).update(
         status=Examination.Status.PENDING, claimed_at=None
     )
-    return ids
+    forgotten = list(
+        Examination.objects.filter(status=Examination.Status.PENDING, created_at__lt=stale_before)
+        .exclude(pk__in=running)
+        .values_list("pk", flat=True)
+    )
+    return sorted(running + forgotten)
+
+
+def enqueue_classification(examination_id: int) -> bool:
+    """Sends the classification task; a broker outage is logged, never raised into the request
+    that saved the examination (the periodic sweep sends it later)."""
+    from inference.tasks import classify_examination_task
+
+    try:
+        classify_examination_task.delay(examination_id)
+    except Exception:
+        logger.warning("broker unavailable: examination id %s will be queued by the sweep", examination_id)
+        return False
+    return True

@@ -75,9 +75,10 @@ def examination_upload(
             exam.image.delete(save=False)
             raise
         audit_record(actor=actor, action="examination.create", target=exam, patient=lesion.patient)
-        from inference.tasks import classify_examination_task
+        from inference.services import enqueue_classification
 
-        classify_examination_task.delay_on_commit(exam.pk)
+        exam_id = exam.pk
+        transaction.on_commit(lambda: enqueue_classification(exam_id))
     return exam
 
 

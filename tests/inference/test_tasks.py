@@ -106,3 +106,22 @@ def test_task_arguments_carry_no_phi(lesion, clinic_staff, django_capture_on_com
     args, kwargs = sent[0]
     assert all(isinstance(a, int) for a in args)
     assert not kwargs
+
+
+def test_upload_survives_a_broker_outage_and_the_sweep_queues_it_later(
+    lesion, clinic_staff, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Tried: the broker refuses the message at upload time. The upload must still succeed,
+    and once the examination is older than the claim limit the sweep hands it out again."""
+    from kombu.exceptions import OperationalError
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(classify_examination_task, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        exam = examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(jpeg_bytes()))
+    assert Examination.objects.get(pk=exam.pk).status == Examination.Status.PENDING
+    assert services.requeue_stale_examinations() == []  # too young: its message may still be queued
+    Examination.objects.filter(pk=exam.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
+    assert services.requeue_stale_examinations() == [exam.pk]
