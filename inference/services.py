@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 from PIL import Image
 
-from lesions.models import Alert, Examination, Prediction
+from lesions.models import Examination, Prediction
 from portal.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -96,12 +96,9 @@ def prediction_record(*, exam: Examination, classifier, probabilities) -> Predic
         # Another run of the same task won the race: keep its result, add nothing.
         return Prediction.objects.get(examination=exam, model_sha256=classifier.sha256)
     if risk >= classifier.alert_threshold:
-        Alert.objects.create(
-            prediction=prediction,
-            lesion=exam.lesion,
-            clinic=exam.lesion.patient.clinic,
-            priority=min(1000, round(risk * 1000)),
-        )
+        from lesions.services import alert_raise
+
+        alert_raise(prediction=prediction, risk=risk)
     audit_record(actor=None, action="prediction.create", target=prediction, patient=exam.lesion.patient)
     logger.info("examination %s classified by %s %s", exam.uuid, classifier.name, classifier.version)
     return prediction

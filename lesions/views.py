@@ -212,6 +212,10 @@ def _current_explanations(exam) -> dict:
 @login_required
 def examination_detail(request, examination_uuid):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
+    if exam.lesion.patient.account_id == request.user.pk:
+        # Patients get results in plain language on their lesion page, never the raw
+        # class probabilities and heatmaps meant for clinicians.
+        return redirect("lesions:lesion-detail", lesion_uuid=exam.lesion.uuid)
     prediction = latest_prediction(exam)
     model = current_model_info()
     probabilities = []

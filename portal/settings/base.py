@@ -179,6 +179,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-examinations": {"task": "inference.tasks.requeue_stale_examinations_task", "schedule": 60.0},
 }
+# New high-risk alerts e-mail the clinic's dermatologists (no PHI in the message; console
+# backend unless DJANGO_EMAIL_BACKEND is set, below). DERMATRACK_BASE_URL builds the link.
+DERMATRACK_ALERT_EMAILS = env_bool("DERMATRACK_ALERT_EMAILS", False)
+DERMATRACK_BASE_URL = env_str("DERMATRACK_BASE_URL") or "http://127.0.0.1:8000"
 # A RUNNING claim older than this is presumed lost with its worker and goes back to the queue.
 DERMATRACK_STALE_CLAIM_SECONDS = env_int("DERMATRACK_STALE_CLAIM_SECONDS", 300)
 

@@ -180,3 +180,12 @@ def test_chart_with_a_single_examination_and_no_diameter():
     assert chart.diameter_path == ""
     assert len(chart.risk_dots) == 1
     assert progress.change_since_last([progress.Point(timezone.now(), 0.4, None)], 0.3) is None
+
+
+def test_patient_is_sent_from_the_clinical_examination_page_to_the_plain_language_one(patient_client, lesion):
+    from tests.factories import ExaminationFactory
+
+    exam = ExaminationFactory(lesion=lesion)
+    response = patient_client.get(f"/examinations/{exam.uuid}/")
+    assert response.status_code == 302
+    assert response["Location"] == f"/lesions/{lesion.uuid}/"

@@ -177,7 +177,7 @@ MATRIX: dict[str, tuple[str, dict[str, int]]] = {
         "get",
         {
             "anonymous": 302,
-            "patient": 200,
+            "patient": 302,
             "other_patient": 404,
             "staff": 200,
             "clinician": 200,
