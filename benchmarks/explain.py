@@ -14,7 +14,9 @@ time ratio is measured in the same run on the same images.
 Stability: each image is explained with two seeds (0 and 1); the score is the overlap of the
 top-5 superpixels pushing towards the predicted class, |A & B| / 5. The segmentation does not
 depend on the seed (SLIC is deterministic; quickshift's tie-breaking seed is held at 0), so
-the two runs differ only in lime's random perturbations. Each LIME run is one timing sample.
+the two runs differ only in lime's random perturbations. Each LIME run is one timing sample;
+on each image and seed the two methods run back to back, and the paired ratio is reported
+next to the ratio of the medians (the machine may be shared).
 
 CAM: `cam_for_prediction` (numpy CAM from the features of the inference the portal already
 made) + the overlay at the photograph's size, with and without that inference.
@@ -108,41 +110,51 @@ def pct(values, q) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def run_lime(classifier, images, settings: ex.LimeSettings | None, label: str, quiet: bool = False) -> dict:
-    """settings None: lime's defaults. Two seeds per image."""
+def run_lime(classifier, images, methods: dict, quiet: bool = False) -> dict:
+    """methods: label -> LimeSettings, or None for lime's defaults. Two seeds per image; the
+    methods take turns on each image and seed, so a change of machine load hits them alike."""
     fn = ex.probability_fn(classifier)
-    times, overlaps, drops, n_segments, scores = [], [], [], [], []
+    stats = {label: {"times": [], "overlaps": [], "drops": [], "segments": [], "scores": []} for label in methods}
     for image_id, dx, image in images:
         pixels = np.asarray(prepare_image(image, classifier.input_size), dtype=np.uint8)
-        tops = []
+        tops: dict[str, list] = {label: [] for label in methods}
+        last: dict[str, tuple] = {}
         for seed in SEEDS:
-            start = time.perf_counter()
-            if settings is None:
-                segments, weights, c = lime_defaults(classifier, pixels, seed)
-            else:
-                e = ex.explain_lime(classifier, image, settings=replace(settings, seed=seed))
-                segments, weights, c = e.segments, e.weights, e.class_index
-                scores.append(e.score)
-            times.append(time.perf_counter() - start)
-            tops.append(top_positive(weights))
-        overlaps.append(overlap(*tops))
-        drops.append(deletion_drop(fn, pixels, segments, tops[0], c))
-        n_segments.append(int(segments.max()) + 1)
+            for label, settings in methods.items():
+                start = time.perf_counter()
+                if settings is None:
+                    segments, weights, c = lime_defaults(classifier, pixels, seed)
+                else:
+                    e = ex.explain_lime(classifier, image, settings=replace(settings, seed=seed))
+                    segments, weights, c = e.segments, e.weights, e.class_index
+                    stats[label]["scores"].append(e.score)
+                stats[label]["times"].append(time.perf_counter() - start)
+                tops[label].append(top_positive(weights))
+                if seed == SEEDS[0]:
+                    last[label] = (segments, c)
+        line = f"  {image_id} {dx:5s}"
+        for label in methods:
+            st = stats[label]
+            st["overlaps"].append(overlap(*tops[label]))
+            segments, c = last[label]
+            st["drops"].append(deletion_drop(fn, pixels, segments, tops[label][0], c))
+            st["segments"].append(int(segments.max()) + 1)
+            line += f"  {label} {st['times'][-2]:5.2f}s {st['times'][-1]:5.2f}s overlap {st['overlaps'][-1]:.1f}"
         if not quiet:
-            print(
-                f"  {label:8s} {image_id} {dx:5s} {times[-2]:6.2f}s {times[-1]:6.2f}s overlap {overlaps[-1]:.1f}",
-                flush=True,
-            )
+            print(line, flush=True)
     return {
-        "label": label,
-        "p50_s": pct(times, 50),
-        "p95_s": pct(times, 95),
-        "overlap": float(np.mean(overlaps)),
-        "overlap_min": float(np.min(overlaps)),
-        "deletion_drop": float(np.mean(drops)),
-        "segments": float(np.mean(n_segments)),
-        "r2": float(np.mean(scores)) if scores else float("nan"),
-        "runs": len(times),
+        label: {
+            "p50_s": pct(st["times"], 50),
+            "p95_s": pct(st["times"], 95),
+            "times": st["times"],
+            "overlap": float(np.mean(st["overlaps"])),
+            "overlap_min": float(np.min(st["overlaps"])),
+            "deletion_drop": float(np.mean(st["drops"])),
+            "segments": float(np.mean(st["segments"])),
+            "r2": float(np.mean(st["scores"])) if st["scores"] else float("nan"),
+            "runs": len(st["times"]),
+        }
+        for label, st in stats.items()
     }
 
 
@@ -177,30 +189,33 @@ def sweep(
     hides=("segment_mean", "image_mean"),
     compactness=(10.0,),
     kernel_widths=(0.25,),
+    samplings=("lime",),
 ) -> list[dict]:
     base = ex.LimeSettings()
     grid = [
-        replace(base, n_segments=n, num_samples=s, hide=h, compactness=c, kernel_width=k)
+        replace(base, n_segments=n, num_samples=s, hide=h, compactness=c, kernel_width=k, sampling=m)
         for n in segments
         for s in samples
         for h in hides
         for c in compactness
         for k in kernel_widths
+        for m in samplings
     ]
     rows = []
     for settings in grid:
-        row = run_lime(classifier, images, settings, "sweep", quiet=True)
+        row = run_lime(classifier, images, {"sweep": settings}, quiet=True)["sweep"]
         row.update(
             n_segments=settings.n_segments,
             compactness=settings.compactness,
             num_samples=settings.num_samples,
             hide=settings.hide,
             kernel_width=settings.kernel_width,
+            sampling=settings.sampling,
         )
         rows.append(row)
         print(
             f"  n_seg {settings.n_segments:3d} compact {settings.compactness:4.0f} samples {settings.num_samples:4d} "
-            f"{settings.hide:12s} kernel {settings.kernel_width:4.2f}"
+            f"{settings.hide:12s} kernel {settings.kernel_width:4.2f} {settings.sampling:10s}"
             f"  p50 {row['p50_s']:.2f}s p95 {row['p95_s']:.2f}s  overlap {row['overlap']:.2f} "
             f"(min {row['overlap_min']:.1f})  deletion {row['deletion_drop']:+.3f}  R2 {row['r2']:.2f}  "
             f"segments {row['segments']:.0f}",
@@ -221,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sweep-hide", default="segment_mean,image_mean", help="hide modes of the grid")
     parser.add_argument("--sweep-compactness", default="10", help="SLIC compactness values of the grid")
     parser.add_argument("--sweep-kernel-width", default="0.25", help="lime kernel widths of the grid")
+    parser.add_argument("--sweep-sampling", default="lime", help="sampling schemes of the grid (lime, antithetic)")
     parser.add_argument("--skip-defaults", action="store_true", help="leave out lime's defaults (slow)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -245,11 +261,13 @@ def main(argv: list[str] | None = None) -> dict:
                 hides=args.sweep_hide.split(","),
                 compactness=[float(v) for v in args.sweep_compactness.split(",")],
                 kernel_widths=[float(v) for v in args.sweep_kernel_width.split(",")],
+                samplings=args.sweep_sampling.split(","),
             )
         }
     else:
-        ours = run_lime(classifier, images, ex.LimeSettings(), "ours")
-        defaults = None if args.skip_defaults else run_lime(classifier, images, None, "defaults")
+        methods = {"ours": ex.LimeSettings()} if args.skip_defaults else {"ours": ex.LimeSettings(), "defaults": None}
+        lime_results = run_lime(classifier, images, methods)
+        ours, defaults = lime_results["ours"], lime_results.get("defaults")
         cam = run_cam(classifier, images)
         result = {
             "settings": ex.LimeSettings().params(-1, "", -1, classifier.input_size),
@@ -268,12 +286,18 @@ def main(argv: list[str] | None = None) -> dict:
                 f"| {defaults['overlap']:.2f} | {defaults['deletion_drop']:+.3f} | {defaults['segments']:.0f} |"
             )
         print(
-            f"| LIME, ours (SLIC {s.n_segments}, compactness {s.compactness:g}, {s.num_samples} samples) "
+            f"| LIME, ours (SLIC {s.n_segments}, compactness {s.compactness:g}, {s.num_samples} {s.sampling} samples) "
             f"| {ours['p50_s']:.2f} | {ours['p95_s']:.2f} | {ours['overlap']:.2f} | {ours['deletion_drop']:+.3f} "
             f"| {ours['segments']:.0f} |"
         )
         if defaults:
-            print(f"\nspeed-up (p50 defaults / p50 ours): {defaults['p50_s'] / ours['p50_s']:.1f}x")
+            paired = np.asarray(defaults["times"]) / np.asarray(ours["times"])
+            result["speedup_p50"] = defaults["p50_s"] / ours["p50_s"]
+            result["speedup_paired_median"] = float(np.median(paired))
+            print(
+                f"\nspeed-up: p50 defaults / p50 ours {result['speedup_p50']:.1f}x; median of the "
+                f"{len(paired)} paired runs (same image and seed, back to back) {result['speedup_paired_median']:.1f}x"
+            )
         print(
             f"CAM from the prediction's features + overlay: p50 {cam['cam_p50_ms']:.1f} ms, "
             f"p95 {cam['cam_p95_ms']:.1f} ms; "

@@ -208,33 +208,40 @@ class LimeSettings:
     """What a LIME explanation depends on; stored with each result (`params`).
 
     Chosen with `benchmarks/explain.py --sweep` on 20 validation images with the committed
-    model (mean overlap of the top-5 superpixels between seeds 0 and 1; superpixels found):
+    model: mean overlap of the top-5 superpixels between seeds 0 and 1, superpixels found.
 
-        n_segments  compactness  samples  fill          overlap  superpixels
-        20          10           200      segment mean  0.81     15
-        20          10           300      segment mean  0.88     15
-        25          10           200      segment mean  0.78     23
-        25          10           300      segment mean  0.85     23   <- chosen
-        25          10           300      image mean    0.75     23
-        25           5           300      segment mean  0.79     21
-        25          20           300      segment mean  0.81     24
-        50          10           300      segment mean  0.67     47
-        50          10           500      segment mean  0.79     47
+        n_segments  compactness  samples  sampling    fill          overlap  superpixels
+        20          10           200      lime        segment mean  0.81     15
+        20          10           300      lime        segment mean  0.88     15
+        25          10           200      lime        segment mean  0.78     23
+        25          10           300      lime        segment mean  0.85     23
+        25          10           300      lime        image mean    0.75     23
+        25           5           300      lime        segment mean  0.79     21
+        25          20           300      lime        segment mean  0.81     24
+        50          10           300      lime        segment mean  0.67     47
+        50          10           500      lime        segment mean  0.79     47
+        25          10           200      antithetic  segment mean  0.83     23   <- chosen
+        25          10           300      antithetic  segment mean  0.89     23
+        50          10           200      antithetic  segment mean  0.59     47
+        50          10           300      antithetic  segment mean  0.69     47
 
-    Stability falls with the number of superpixels at a given sample count, and the time is
-    the model's (about one inference per sample), so ~23 superpixels (a 5 x 5 SLIC grid on the
-    160 px input, close to what quickshift gives on these images) with 300 samples is the
-    finest split that stays >= 0.8 within the time budget. SLIC on CIELAB follows the lesion
-    border and pigment structures; lime's segment-mean fill beat a whole-image-mean fill.
+    The time is the model's (one inference per sample), and stability falls with the number
+    of superpixels at a given sample count. ~23 superpixels (a 5 x 5 SLIC grid on the 160 px
+    input; quickshift gives ~19-23 on these images) is the finest split that stays >= 0.8
+    with few samples; pairing each random draw with its complement (antithetic sampling, as
+    KernelSHAP pairs its samples) buys about the stability of 300 independent samples with
+    200. SLIC on CIELAB follows the lesion border and pigment structures; lime's segment-mean
+    fill beat a whole-image-mean fill.
     """
 
     n_segments: int = 25
     compactness: float = 10.0
     sigma: float = 1.0
-    num_samples: int = 300
+    num_samples: int = 200
     batch_size: int = 100
     kernel_width: float = 0.25
     hide: str = "segment_mean"  # lime's default fill for a switched-off superpixel
+    sampling: str = "antithetic"  # "lime": independent draws; "antithetic": each draw then its complement
     size: int | None = None  # explained at this square size; None: the model input size
     seed: int = 0
     top_k: int = 5
@@ -279,6 +286,10 @@ class VectorisedLimeImageExplainer(LimeImageExplainer):
         n_features = np.unique(segments).shape[0]
         data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1
+        if getattr(self, "antithetic", False):
+            # Each draw followed by its complement: the pairs cancel even-order interactions
+            # between superpixels in the linear fit, less variance for the same samples.
+            data[1::2] = 1 - data[0 : num_samples - 1 : 2][: len(data[1::2])]
         direct = getattr(classifier_fn, "from_model_input", None)
         if direct is not None and image.shape[:2] != (classifier_fn.size, classifier_fn.size):
             direct = None
@@ -407,6 +418,8 @@ def explain_lime(
     """LIME explanation of `class_index` (default: the top class) for one photograph."""
     if settings.hide not in ("segment_mean", "image_mean"):
         raise ValueError(f"unknown hide mode {settings.hide!r}")
+    if settings.sampling not in ("lime", "antithetic"):
+        raise ValueError(f"unknown sampling {settings.sampling!r}")
     size = settings.size or classifier.input_size
     pixels = np.asarray(prepare_image(image, size), dtype=np.uint8)
     segments = segment(pixels, settings)
@@ -415,6 +428,7 @@ def explain_lime(
     explainer = VectorisedLimeImageExplainer(
         kernel_width=settings.kernel_width, feature_selection="none", random_state=settings.seed
     )
+    explainer.antithetic = settings.sampling == "antithetic"
     explanation = explainer.explain_instance(
         pixels,
         probability_fn(classifier),

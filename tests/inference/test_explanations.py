@@ -266,6 +266,24 @@ def test_vectorised_perturbations_equal_limes_own_loop(direct):
     assert calls == ([] if direct else [(16, 64, 64, 3), (16, 64, 64, 3), (8, 64, 64, 3)])
 
 
+def test_antithetic_sampling_pairs_each_draw_with_its_complement():
+    pixels = np.asarray(prepare_image(photo(), 64))
+    segments = ex.segment(pixels, QUICK)
+    explainer = ex.VectorisedLimeImageExplainer(random_state=3)
+    explainer.antithetic = True
+    data, labels = explainer.data_labels(
+        pixels, np.zeros_like(pixels), segments, ex.probability_fn(ToyClassifier()), 41
+    )
+    assert data.shape == (41, segments.max() + 1)
+    assert labels.shape == (41, len(CLASSES))
+    assert data[0].all()
+    assert not data[1].any()
+    assert np.array_equal(data[1::2], 1 - data[0:40:2])
+    assert 0.3 < data[2::2].mean() < 0.7  # the draws themselves are still lime's coin flips
+    with pytest.raises(ValueError, match="sampling"):
+        ex.explain_lime(ToyClassifier(), photo(), settings=ex.LimeSettings(sampling="sobol"))
+
+
 def test_lime_is_deterministic_under_a_seed():
     clf = ToyClassifier()
     a = ex.explain_lime(clf, photo(), settings=QUICK)
