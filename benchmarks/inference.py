@@ -57,6 +57,25 @@ def load_validation_bytes(data_dir: Path, n: int) -> list[bytes]:
     return [found[i] for i in ids]
 
 
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(all-CPU seconds, busy CPU seconds, this process's CPU seconds), from /proc/stat where there is one."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return sum(ticks) / hz, (sum(ticks) - ticks[3] - ticks[4]) / hz, own.user + own.system
+
+
+def other_load(start, end) -> float | None:
+    """Share of all CPUs that other processes used between two snapshots: timings are only fair near 0."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
+
+
 def decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -154,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import onnxruntime
 
+    snapshot = cpu_snapshot()
     results = {"onnxruntime": measure(ort_predict, classifier.input_size, blobs, x, args)}
     torch_note = "skipped (--no-torch)"
     if not args.no_torch:
@@ -163,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
             results["torch"] = measure(predict, classifier.input_size, blobs, x, args)
             results["torch"]["top1_agreement_with_onnx_on_32"] = agree
 
+    busy = other_load(snapshot, cpu_snapshot())
+    results["other_processes_cpu_share"] = busy
     print(
         f"model     {classifier.name} {classifier.version} ({classifier.metadata.get('precision', '?')}, "
         f"sha256 {classifier.sha256[:12]}), input {classifier.input_size} px"
@@ -174,6 +196,11 @@ def main(argv: list[str] | None = None) -> dict:
         f"load average {os.getloadavg()[0]:.2f}; {len(blobs)} validation images, {args.repeats} timed runs per "
         "batch-1 figure"
     )
+    if busy is not None:
+        print(
+            f"other processes used {100 * busy:.0f} % of the CPUs during the measurements"
+            + ("" if busy < 0.1 else ": the machine was busy, these timings are NOT representative")
+        )
     rows = [
         ("batch 1, model, p50 (ms)", "model_p50_ms", True),
         ("batch 1, model, p95 (ms)", "model_p95_ms", True),
