@@ -136,9 +136,9 @@ class LesionClassifier:
 
         self.onnx_path = _verified_file(base, onnx_name, self.sha256, "ONNX model", self.metadata_path)
         self.cam_path = _verified_file(base, cam_name, cam_sha, "CAM weights", self.metadata_path)
-        with np.load(self.cam_path) as cam:
-            self.cam_weights: np.ndarray = cam["weight"].astype(np.float32)
-            self.cam_bias: np.ndarray = cam["bias"].astype(np.float32)
+        cam = np.load(self.cam_path, allow_pickle=False)  # C x (K + 1): weights, then bias
+        self.cam_weights: np.ndarray = np.ascontiguousarray(cam[:, :-1], dtype=np.float32)
+        self.cam_bias: np.ndarray = np.ascontiguousarray(cam[:, -1], dtype=np.float32)
         if self.cam_weights.shape[0] != len(self.classes) or self.cam_bias.shape != (len(self.classes),):
             raise ModelLoadError(
                 f"{self.cam_path}: CAM weights {self.cam_weights.shape} / bias {self.cam_bias.shape} "

@@ -23,6 +23,7 @@ LIME
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -72,6 +73,11 @@ def cam_from_features(features: np.ndarray, weights: np.ndarray, class_index: in
     """Raw CAM (h x w) for one class."""
     w = np.asarray(weights, dtype=np.float32)
     return class_activation_maps(features, w[class_index : class_index + 1])[0]
+
+
+def cam_weights_digest(weights: np.ndarray) -> str:
+    """sha256 of CAM weights as float32: ties a stored reference to the final layer it used."""
+    return hashlib.sha256(np.ascontiguousarray(weights, dtype=np.float32).tobytes()).hexdigest()
 
 
 def normalise_heatmap(cam: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ Steps, all on the HAM10000 folder given by --data:
  4. on the kept model's onnxruntime outputs: fit the temperature on the validation split
     (minimum NLL), choose the malignancy-risk alert threshold so validation melanoma
     sensitivity is at least --target-sensitivity (a margin above the required 0.90);
- 5. write <out>/lesion_classifier.onnx, lesion_classifier.json, lesion_classifier_cam.npz and
+ 5. write <out>/lesion_classifier.onnx, lesion_classifier.json, lesion_classifier_cam.npy and
     MODEL_CARD.md, then reload them through inference.classifier / inference.evaluation (the
     portal's path) and check that the recorded validation figures are reproduced.
 """
@@ -45,7 +45,7 @@ from inference.training.train import CLASSES
 MODEL_NAME = "dermatrack-lesion-classifier"
 ONNX_FILE = "lesion_classifier.onnx"
 METADATA_FILE = "lesion_classifier.json"
-CAM_FILE = "lesion_classifier_cam.npz"
+CAM_FILE = "lesion_classifier_cam.npy"
 CARD_FILE = "MODEL_CARD.md"
 OPSET = 18
 # Training options written into the model card's reproduce command (from train_log.json's args).
@@ -581,8 +581,8 @@ def render_model_card(meta: dict) -> str:
         "## Files",
         "",
         f"- `{meta['onnx_file']}` (sha256 `{meta['sha256']}`)",
-        f"- `{meta['cam_file']}` (sha256 `{meta['cam_sha256']}`): `weight` {len(classes)} x 1280 and `bias` of the "
-        "final "
+        f"- `{meta['cam_file']}` (sha256 `{meta['cam_sha256']}`): {len(classes)} x 1281: "
+        "the weights (1280 columns) and bias (last column) of the final "
         "linear layer; CAM_c = sum_k weight[c, k] * features[k] (+ bias[c]), logits = weight @ mean(features) + bias.",
         f"- `{METADATA_FILE}`: everything above as JSON; `inference.classifier.LesionClassifier` refuses to load "
         "a model whose files do not match the recorded hashes.",
@@ -730,10 +730,13 @@ def main(argv: list[str] | None = None) -> dict:
     onnx_out = args.out / ONNX_FILE
     cam_out = args.out / CAM_FILE
     shutil.copyfile(kept_path, onnx_out)
-    np.savez(
+    # One plain array (no archive): C x (K + 1), the linear layer's weights then its bias column.
+    np.save(
         cam_out,
-        weight=model._fc.weight.detach().numpy().astype(np.float32),
-        bias=model._fc.bias.detach().numpy().astype(np.float32),
+        np.concatenate(
+            [model._fc.weight.detach().numpy(), model._fc.bias.detach().numpy()[:, None]], axis=1
+        ).astype(np.float32),
+        allow_pickle=False,
     )
 
     import onnx

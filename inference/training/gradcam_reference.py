@@ -5,14 +5,15 @@ feature map F (K x h x w) is proportional to the class activation map sum_k W[c,
 d logit_c / d F[k, i, j] = W[c, k] / (h w), so Grad-CAM's channel weights (the spatial mean of
 the gradient) are W[c] / (h w). This script computes Grad-CAM with autograd on real
 validation images, checks it against the numpy CAM of the same torch features, and stores
-the images and the reference maps so that the test suite can check the runtime path (ONNX
+the image ids and the reference maps so that the test suite can check the runtime path (ONNX
 features + the committed CAM weights + `inference.explanations`) against torch without
-needing torch or the checkpoint:
+needing torch or the checkpoint. The images themselves stay in ../shared/data (never in the
+repository); the test reads them from there by id:
 
     python -m inference.training.gradcam_reference                 # the committed model's checkpoint
     python -m inference.training.gradcam_reference --checkpoint artifacts/training/epoch12.pt
 
-Writes tests/inference/data/gradcam_reference.npz (about 0.3 MB for 4 images).
+Writes tests/inference/data/gradcam_reference.json (about 15 KB for 4 images).
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.explanations import cam_from_features, normalise_heatmap
+from inference.explanations import cam_from_features, cam_weights_digest, normalise_heatmap
 from inference.preprocessing import to_model_input
 from inference.training.data import decode, read_image_bytes, read_metadata
 from inference.training.network import EfficientNetLite0
 from inference.training.train import CLASSES
 
-DEFAULT_OUT = Path("tests/inference/data/gradcam_reference.npz")
+DEFAULT_OUT = Path("tests/inference/data/gradcam_reference.json")
 # One image of each of these classes: malignant and benign, pigmented and not.
 DEFAULT_CLASSES = ("mel", "nv", "bcc", "bkl")
 
@@ -111,13 +112,10 @@ def main(argv: list[str] | None = None) -> Path:
     model.load_state_dict(state, strict=True)
     model.eval()
     weight = model._fc.weight.detach().numpy().astype(np.float32)
-    bias = model._fc.bias.detach().numpy().astype(np.float32)
 
     picked = pick_images(args.data, tuple(args.classes.split(",")), args.seed)
     raw = read_image_bytes(args.data, {image_id for image_id, _ in picked})
     images = [decode(raw[image_id]).convert("RGB") for image_id, _ in picked]
-    if len({img.size for img in images}) != 1:
-        raise SystemExit("reference images must share one size to be stored as one array")
 
     gradcams, cams, all_logits = [], [], []
     for img in images:
@@ -135,20 +133,18 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("Grad-CAM and CAM disagree: the network no longer ends in GAP + linear?")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        args.out,
-        image_ids=np.array([i for i, _ in picked]),
-        dx=np.array([d for _, d in picked]),
-        images=np.stack([np.asarray(img, dtype=np.uint8) for img in images]),  # N x H x W x 3, as decoded
-        input_size=np.int64(args.size),
-        classes=np.array(CLASSES),
-        gradcam=gradcams_a,  # N x C x h x w, torch autograd Grad-CAM, peak 1
-        logits=np.asarray(all_logits, dtype=np.float32),  # N x C, torch fp32
-        fc_weight=weight,
-        fc_bias=bias,
-        checkpoint=np.array(checkpoint.name),
-        checkpoint_sha256=np.array(hashlib.sha256(checkpoint.read_bytes()).hexdigest()),
-    )
+    reference = {
+        "image_ids": [i for i, _ in picked],
+        "dx": [d for _, d in picked],
+        "input_size": args.size,
+        "classes": list(CLASSES),
+        "gradcam": np.round(gradcams_a, 7).tolist(),  # N x C x h x w, torch autograd Grad-CAM, peak 1
+        "logits": np.round(np.asarray(all_logits, dtype=np.float32), 6).tolist(),  # N x C, torch fp32
+        "fc_weight_sha256": cam_weights_digest(weight),
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+    }
+    args.out.write_text(json.dumps(reference, indent=1) + "\n")
     for (image_id, dx), logits in zip(picked, all_logits, strict=False):
         print(f"  {image_id} {dx:5s} predicted {CLASSES[int(np.argmax(logits))]}")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB) from {checkpoint}")

@@ -67,11 +67,9 @@ def test_tampered_model_is_refused(model_copy):
 
 
 def test_tampered_cam_weights_are_refused(model_copy):
-    cam_path = model_copy.parent / "lesion_classifier_cam.npz"
-    with np.load(cam_path) as cam:
-        weight, bias = cam["weight"], cam["bias"]
-    np.savez(cam_path, weight=weight * 2, bias=bias)
-    with pytest.raises(ModelLoadError, match=r"lesion_classifier_cam\.npz"):
+    cam_path = model_copy.parent / "lesion_classifier_cam.npy"
+    np.save(cam_path, np.load(cam_path) * 2)
+    with pytest.raises(ModelLoadError, match=r"lesion_classifier_cam\.npy"):
         LesionClassifier(model_copy, threads=1)
 
 

@@ -1,12 +1,13 @@
 """CAM and LIME explanations (inference.explanations): no database, no Django views.
 
-The CAM is checked against torch Grad-CAM stored in data/gradcam_reference.npz (written by
+The CAM is checked against torch Grad-CAM stored in data/gradcam_reference.json (written by
 `python -m inference.training.gradcam_reference` from the checkpoint the committed model was
 exported from), fed by the committed ONNX model's features and CAM weights.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,28 @@ from PIL import Image
 from inference import explanations as ex
 from inference.preprocessing import prepare_image
 
-REFERENCE = Path(__file__).resolve().parent / "data" / "gradcam_reference.npz"
+REFERENCE = Path(__file__).resolve().parent / "data" / "gradcam_reference.json"
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 QUICK = ex.LimeSettings(n_segments=30, num_samples=60, batch_size=30)
 
 
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(REFERENCE) as data:
-        return {k: data[k] for k in data.files}
+    """The stored torch reference plus its validation images, read by id from the shared data
+    set (images are never committed)."""
+    from inference.training.data import decode, read_image_bytes
+    from tests.conftest import DATA_DIR, IN_CI
+
+    if not DATA_DIR.exists():
+        if IN_CI:
+            pytest.fail(f"the shared data set must exist in CI: {DATA_DIR}")
+        pytest.skip("shared data set not available")
+    data = json.loads(REFERENCE.read_text())
+    raw = read_image_bytes(DATA_DIR, wanted=set(data["image_ids"]))
+    data["images"] = [np.asarray(decode(raw[i]).convert("RGB"), dtype=np.uint8) for i in data["image_ids"]]
+    data["gradcam"] = np.asarray(data["gradcam"], dtype=np.float32)
+    data["logits"] = np.asarray(data["logits"], dtype=np.float32)
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +150,7 @@ def test_committed_model_cam_matches_torch_gradcam_reference(classifier, referen
             f"the reference was made from {reference['checkpoint']}, not the committed model's checkpoint: "
             "re-run python -m inference.training.gradcam_reference"
         )
-    assert np.allclose(classifier.cam_weights, reference["fc_weight"], atol=1e-6), (
+    assert ex.cam_weights_digest(classifier.cam_weights) == reference["fc_weight_sha256"], (
         f"the reference was made from {reference['checkpoint']}, not the committed model's checkpoint: "
         "re-run python -m inference.training.gradcam_reference"
     )
