@@ -7,7 +7,7 @@ import logging
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
@@ -26,8 +26,6 @@ def examination_claim(*, examination_id: int) -> bool:
     now = timezone.now()
     stale_before = now - dt.timedelta(seconds=settings.DERMATRACK_STALE_CLAIM_SECONDS)
     claimable = Q(status=Examination.Status.PENDING) | Q(status=Examination.Status.RUNNING, claimed_at__lt=stale_before)
-    from django.db.models import F
-
     changed = Examination.objects.filter(claimable, pk=examination_id).update(
         status=Examination.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
     )
