@@ -66,7 +66,9 @@ def predict_logits(model, images: list[bytes], size: tuple[int, int], batch: int
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch):
-            x = torch.from_numpy(to_model_input([decode(b) for b in images[i : i + batch]], size, colour_constancy=True))
+            x = torch.from_numpy(
+                to_model_input([decode(b) for b in images[i : i + batch]], size, colour_constancy=True)
+            )
             logits, _ = model(x.contiguous(memory_format=torch.channels_last))
             out.append(logits.float().numpy())
     return np.concatenate(out)
@@ -78,9 +80,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--work", type=Path, default=Path("artifacts/training"))
     parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--height", type=int, default=144)
-    parser.add_argument("--epochs", type=int, default=18, help="length of the fixed cosine schedule, always run to the end")
+    parser.add_argument("--epochs", type=int, default=10, help="length of the fixed cosine schedule, run to the end")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument("--ema", type=float, default=0.998)
     parser.add_argument("--freeze-blocks", type=int, default=0, help="stem + this many MBConv blocks stay frozen")
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Balance in two halves: sampling by count^-0.5 and loss weights by count^-0.5 give an
     # inverse-frequency objective overall without repeating the 78 df images 60 times an epoch.
-    sample_weight = counts ** -0.5
+    sample_weight = counts**-0.5
     loss_weight = torch.tensor(counts**-0.5 / (counts**-0.5 * counts).sum() * counts.sum(), dtype=torch.float32)
     train_items = [(images[s.image_id], class_index[s.dx]) for s in train]
     size = (args.width, args.height)
@@ -118,7 +120,11 @@ def main(argv: list[str] | None = None) -> Path:
         [sample_weight[label] for _, label in train_items], len(train_items), replacement=True, generator=generator
     )
     loader = DataLoader(
-        dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers, drop_last=True,
+        dataset,
+        batch_size=args.batch,
+        sampler=sampler,
+        num_workers=args.workers,
+        drop_last=True,
         persistent_workers=False,
     )
     val_bytes = [images[s.image_id] for s in val]
@@ -216,8 +222,14 @@ def main(argv: list[str] | None = None) -> Path:
         log.append(entry)
         torch.save(ema.state_dict(), args.work / f"epoch{epoch + 1:02d}.pt")
         torch.save(
-            {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-             "step": step, "epoch": epoch + 1, "log": log},
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "epoch": epoch + 1,
+                "log": log,
+            },
             last_path,
         )
         print(json.dumps(entry), flush=True)
