@@ -108,7 +108,17 @@ class LesionClassifier:
             self.version: str = meta["version"]
             self.sha256: str = meta["sha256"]
             self.classes: list[str] = list(meta["classes"])
-            self.input_size: int = int(meta["input_size"])
+            raw_size = meta["input_size"]
+            # An int is a square input (model 1); a [width, height] pair keeps the photograph's shape.
+            self.input_size: preprocessing.Size = (
+                int(raw_size) if isinstance(raw_size, int) else (int(raw_size[0]), int(raw_size[1]))
+            )
+            # Shades-of-Gray colour constancy, for models trained with it (model 2 on).
+            self.colour_constancy: bool = meta.get("colour_constancy") == "shades_of_gray"
+            # Test-time augmentation: the mean logits of the views that keep the input's shape
+            # (4 flips for 4:3, 8 dihedral views for a square); calibration and threshold were
+            # fitted on those mean logits, so the metadata decides, not the caller.
+            self.tta: str = str(meta.get("tta", "none"))
             self.temperature: float = float(meta["temperature"])
             self.alert_threshold: float = float(meta["alert_threshold"])
             self.malignant_classes: list[str] = list(meta["malignant_classes"])
@@ -174,16 +184,36 @@ class LesionClassifier:
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """PIL images -> the model's float32 NCHW input (EXIF orientation, RGB, squash, normalise)."""
-        return preprocessing.to_model_input(images, self.input_size)
+        return preprocessing.to_model_input(images, self.input_size, self.colour_constancy)
 
-    def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Preprocessed N x 3 x S x S float32 -> (calibrated probabilities, logits, feature maps)."""
+    def model_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels already at the input size (N x H x W x 3) -> the model's NCHW input."""
+        return np.ascontiguousarray(preprocessing.model_pixels(pixels, self.colour_constancy).transpose(0, 3, 1, 2))
+
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        return preprocessing.input_wh(self.input_size)
+
+    def predict_arrays(self, batch: np.ndarray, tta: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Preprocessed N x 3 x H x W float32 -> (calibrated probabilities, logits, feature maps).
+
+        With test-time augmentation (the model's metadata decides; `tta=False` forces a single
+        view) the logits are the mean over the views; the feature maps are the unflipped view's,
+        so a CAM lies over the image as it is."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        expected = (3, self.input_size, self.input_size)
+        width, height = self.input_wh
+        expected = (3, height, width)
         if batch.ndim != 4 or batch.shape[1:] != expected:
             raise ValueError(f"expected an N x {' x '.join(map(str, expected))} batch, got shape {batch.shape}")
-        logits, features = self.session.run([LOGITS_NAME, FEATURES_NAME], {INPUT_NAME: batch})
-        return softmax(logits, self.temperature), logits, features
+        use_tta = self.tta != "none" if tta is None else (tta and self.tta != "none")
+        if not use_tta or len(batch) == 0:
+            logits, features = self.session.run([LOGITS_NAME, FEATURES_NAME], {INPUT_NAME: batch})
+            return softmax(logits, self.temperature), logits, features
+        views = tta_views(batch, self.tta)
+        logits, features = self.session.run([LOGITS_NAME, FEATURES_NAME], {INPUT_NAME: views})
+        n = len(batch)
+        mean_logits = logits.reshape(-1, n, logits.shape[1]).mean(axis=0)
+        return softmax(mean_logits, self.temperature), mean_logits, features[:n]
 
     def predict(self, images: Sequence[Image.Image]) -> np.ndarray:
         """N x C calibrated class probabilities, columns in `self.classes` order."""
@@ -199,6 +229,19 @@ class LesionClassifier:
     def alerts(self, probabilities: np.ndarray) -> np.ndarray:
         """True where the malignancy risk reaches the validated alert threshold."""
         return self.malignancy_risk(probabilities) >= self.alert_threshold
+
+
+def tta_views(batch: np.ndarray, kind: str) -> np.ndarray:
+    """V*N x 3 x H x W: the views of an N x 3 x H x W batch, view-major, the identity first.
+
+    "flips": identity, left-right, up-down, both (= 180 degrees) - the dihedral views that keep
+    a 4:3 input 4:3. "dihedral": those and their transposes (square inputs only)."""
+    views = [batch, batch[..., ::-1], batch[..., ::-1, :], batch[..., ::-1, ::-1]]
+    if kind == "dihedral":
+        views += [v.swapaxes(-1, -2) for v in views]
+    elif kind != "flips":
+        raise ValueError(f"unknown test-time augmentation {kind!r}")
+    return np.ascontiguousarray(np.concatenate(views))
 
 
 def default_metadata_path() -> Path:

