@@ -100,8 +100,8 @@ def seed(rng: random.Random) -> None:
     from django.utils import timezone
     from guardian.models import GroupObjectPermission
 
-    from inference.model_info import current_model_info
     from lesions.models import Alert, BodySite, Examination, Lesion, Prediction, TriageDecision
+    from lesions.risk import model_info as current_model_info
     from patients.models import Patient
     from portal import permissions
     from portal.crypto import blind_index

@@ -7,7 +7,7 @@ class-activation-map weights are checked against the metadata, so a portal can n
 model whose calibration, threshold and validation figures belong to another file.
 
     from inference.classifier import get_classifier
-    clf = get_classifier()
+    clf = get_classifier(model_dir)            # the folder that holds lesion_classifier.json
     probs = clf.predict([pil_image])          # N x C calibrated probabilities
     risk = clf.malignancy_risk(probs)         # P(mel) + P(bcc) + P(akiec)
     alert = risk >= clf.alert_threshold
@@ -28,8 +28,8 @@ from PIL import Image
 from inference import preprocessing
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_METADATA = MODELS_DIR / "lesion_classifier.json"
-METADATA_ENV = "DERMATRACK_MODEL_METADATA"
+METADATA_FILE = "lesion_classifier.json"
+DEFAULT_METADATA = MODELS_DIR / METADATA_FILE
 THREADS_ENV = "DERMATRACK_ORT_THREADS"
 DEFAULT_THREADS = 2
 
@@ -70,6 +70,20 @@ def _threads_from_env() -> int:
     return value
 
 
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The model's metadata JSON: the one loader, for the classifier and for what pages show."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"model metadata file {path} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model metadata file {path} cannot be read: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"model metadata file {path} is not a JSON object")
+    return meta
+
+
 def _verified_file(base: Path, name: object, expected_sha: object, what: str, metadata_path: Path) -> Path:
     if not isinstance(name, str) or not name:
         raise ModelLoadError(f"{metadata_path}: no {what} file named in the metadata")
@@ -93,14 +107,7 @@ class LesionClassifier:
         import onnxruntime as ort  # imported here so that importing this module stays cheap
 
         self.metadata_path = Path(metadata_path) if metadata_path is not None else DEFAULT_METADATA
-        try:
-            meta = json.loads(self.metadata_path.read_text())
-        except FileNotFoundError as exc:
-            raise ModelLoadError(f"model metadata file {self.metadata_path} is missing") from exc
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"model metadata file {self.metadata_path} cannot be read: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise ModelLoadError(f"model metadata file {self.metadata_path} is not a JSON object")
+        meta = read_metadata(self.metadata_path)
         self.metadata = meta
         base = self.metadata_path.parent
         try:
@@ -226,9 +233,6 @@ class LesionClassifier:
         """Calibrated P(mel) + P(bcc) + P(akiec) per row."""
         return np.asarray(probabilities)[:, self.malignant_indices].sum(axis=1)
 
-    def alerts(self, probabilities: np.ndarray) -> np.ndarray:
-        """True where the malignancy risk reaches the validated alert threshold."""
-        return self.malignancy_risk(probabilities) >= self.alert_threshold
 
 
 def tta_views(batch: np.ndarray, kind: str) -> np.ndarray:
@@ -245,10 +249,36 @@ def tta_views(batch: np.ndarray, kind: str) -> np.ndarray:
 
 
 def default_metadata_path() -> Path:
-    return Path(os.environ.get(METADATA_ENV) or DEFAULT_METADATA)
+    """The committed model's metadata (tests, benchmarks and the command line use it)."""
+    return DEFAULT_METADATA
 
 
-@lru_cache(maxsize=1)
-def get_classifier() -> LesionClassifier:
-    """The process-wide classifier, loaded on first use from $DERMATRACK_MODEL_METADATA or the default."""
-    return LesionClassifier(default_metadata_path())
+def metadata_path_in(model_dir: str | os.PathLike) -> Path:
+    return Path(model_dir) / METADATA_FILE
+
+
+@lru_cache(maxsize=2)
+def get_classifier(model_dir: str | os.PathLike = MODELS_DIR) -> LesionClassifier:
+    """The process-wide classifier of one model folder, loaded on first use."""
+    return LesionClassifier(metadata_path_in(model_dir))
+
+
+@lru_cache(maxsize=2)
+def model_info(model_dir: str | os.PathLike = MODELS_DIR) -> dict | None:
+    """What pages say about the model (name, version, validation figures, alert threshold);
+    metadata only, no onnxruntime. None when the folder has no model."""
+    path = metadata_path_in(model_dir)
+    if not path.exists():
+        return None
+    meta = read_metadata(path)
+    metrics = meta.get("metrics", {}).get("validation", meta.get("validation_metrics", {})) or {}
+    return {
+        "name": meta.get("name", "lesion classifier"),
+        "version": meta.get("version", "?"),
+        "balanced_accuracy": metrics.get("balanced_accuracy"),
+        "malignant_auc": metrics.get("malignant_auc"),
+        "melanoma_sensitivity": metrics.get("melanoma_sensitivity"),
+        "melanoma_specificity": metrics.get("melanoma_specificity"),
+        "alert_threshold": meta.get("alert_threshold"),
+        "classes": meta.get("classes", []),
+    }

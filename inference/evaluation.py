@@ -195,9 +195,15 @@ def json_safe(value):
 
 
 def run(
-    data_dir: Path, split: str | None, json_out: Path | None, predictions: Path | None, batch_size: int, stdout: TextIO
+    data_dir: Path,
+    split: str | None,
+    json_out: Path | None,
+    predictions: Path | None,
+    batch_size: int,
+    stdout: TextIO,
+    classifier: LesionClassifier | None = None,
 ) -> dict:
-    classifier = get_classifier()
+    classifier = classifier or get_classifier()
     metrics, image_ids, probabilities = evaluate(data_dir, split=split, classifier=classifier, batch_size=batch_size)
     stdout.write(format_report(metrics) + "\n")
     if json_out is not None:

@@ -1,7 +1,8 @@
 from django import forms
 from django.utils import timezone
 
-from lesions.models import Alert, BodySite, RiskBand, TriageDecision
+from lesions.models import Alert, BodySite, TriageDecision
+from lesions.risk import RiskBand
 
 
 class DateInput(forms.DateInput):

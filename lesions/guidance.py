@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from lesions import risk as risk_rules
+
 
 @dataclass(frozen=True)
 class Guidance:
@@ -65,9 +67,9 @@ def for_risk(risk: float | None, threshold: float | None, status: str = "done") 
         return FAILED
     if risk is None:
         return PENDING
-    if threshold is None or risk < threshold:
+    if not risk_rules.is_alert(risk, threshold):
         return LOW
-    return HIGH if risk >= 0.5 else ELEVATED
+    return ELEVATED if risk_rules.band_of(risk) == risk_rules.RiskBand.MODERATE else HIGH
 
 
 def decision_text(decision, next_follow_up: dt.date | None = None) -> str:

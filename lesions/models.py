@@ -169,25 +169,6 @@ class Alert(models.Model):
         return f"Alert {self.uuid}"
 
 
-class RiskBand(models.TextChoices):
-    """Bands of an alert's risk (in thousandths, `Alert.priority`), for filters and colours."""
-
-    MODERATE = "moderate", "Moderate (below 50 %)"
-    HIGH = "high", "High (50 to 79 %)"
-    VERY_HIGH = "very_high", "Very high (80 % and above)"
-
-    @classmethod
-    def bounds(cls, band: str) -> tuple[int, int]:
-        """Inclusive lower, exclusive upper bound in thousandths."""
-        return {cls.MODERATE: (0, 500), cls.HIGH: (500, 800), cls.VERY_HIGH: (800, 1001)}[band]
-
-    @classmethod
-    def of(cls, priority: int) -> RiskBand:
-        if priority >= 800:
-            return cls.VERY_HIGH
-        return cls.HIGH if priority >= 500 else cls.MODERATE
-
-
 class TriageDecision(models.Model):
     """A dermatologist's decision on one alert: who, when, what and why. The reason is
     encrypted; the decision itself is plain so the queue and reports can filter on it."""
@@ -224,3 +205,50 @@ class TriageDecision(models.Model):
 
     def __str__(self) -> str:
         return f"Triage decision {self.uuid}"
+
+
+def _explanation_name(instance: Explanation, filename: str) -> str:
+    return f"explanations/{uuid.uuid4().hex}.png.enc"
+
+
+class Explanation(models.Model):
+    """A visual explanation of one examination's prediction by one model file.
+
+    The image is an overlay at display size, encrypted on disk like the examination image.
+    `summary` (LIME weights, explained class) is encrypted; `params` holds only settings.
+    """
+
+    class Kind(models.TextChoices):
+        CAM = "cam", "Class-activation heatmap"
+        LIME = "lime", "LIME superpixels"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    examination = models.ForeignKey(Examination, on_delete=models.PROTECT, related_name="explanations")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    model_sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.CharField(max_length=300, blank=True)
+    image = models.FileField(upload_to=_explanation_name, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    summary = EncryptedJSONField(null=True, blank=True)
+    compute_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        # The table kept its name when the model moved here from the inference app (migration 0004).
+        db_table = "inference_explanation"
+        ordering = ["kind"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["examination", "kind", "model_sha256"], name="one_explanation_per_kind_and_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Explanation {self.uuid} ({self.kind})"

@@ -13,6 +13,8 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from lesions import risk as risk_rules
+
 
 @dataclass
 class Point:
@@ -56,13 +58,7 @@ class Change:
 
 def risk_level(risk: float | None, threshold: float | None) -> str:
     """CSS class of a risk: none, low (below the alert threshold), moderate, high, very_high."""
-    if risk is None:
-        return "none"
-    if threshold is not None and risk < threshold:
-        return "low"
-    if risk >= 0.8:
-        return "very_high"
-    return "high" if risk >= 0.5 else "moderate"
+    return risk_rules.level(risk, threshold)
 
 
 def change_since_last(points: list[Point], threshold: float | None) -> Change | None:

@@ -11,7 +11,8 @@ import datetime as dt
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from lesions.models import Alert, Examination, Lesion, Prediction, RiskBand, TriageDecision
+from lesions.models import Alert, Examination, Lesion, Prediction, TriageDecision
+from lesions.risk import RiskBand
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record

@@ -9,15 +9,18 @@ from typing import IO
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.mail import send_mail
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
+from lesions import classification, tasks
 from lesions.imaging import validate_and_normalise
 from lesions.models import Alert, Examination, Lesion, Prediction, TriageDecision
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
-from portal.models import User
+from portal.models import Role, User
 
 
 @transaction.atomic
@@ -75,10 +78,8 @@ def examination_upload(
             exam.image.delete(save=False)
             raise
         audit_record(actor=actor, action="examination.create", target=exam, patient=lesion.patient)
-        from inference.services import enqueue_classification
-
         exam_id = exam.pk
-        transaction.on_commit(lambda: enqueue_classification(exam_id))
+        transaction.on_commit(lambda: classification.enqueue_classification(exam_id))
     return exam
 
 
@@ -162,9 +163,7 @@ def alert_raise(*, prediction: Prediction, risk: float) -> Alert:
         priority=min(1000, round(risk * 1000)),
     )
     if getattr(settings, "DERMATRACK_ALERT_EMAILS", False):
-        from lesions.tasks import notify_alert_task
-
-        notify_alert_task.delay_on_commit(alert.pk)
+        tasks.notify_alert_task.delay_on_commit(alert.pk)
     return alert
 
 
@@ -172,11 +171,6 @@ def alert_notify(*, alert_id: int) -> int:
     """E-mails the clinic's dermatologists that a new high-risk alert is waiting.
 
     No PHI in the message: no name, no site, no risk, only a link that asks them to log in."""
-    from django.core.mail import send_mail
-    from django.urls import reverse
-
-    from portal.models import Role
-
     alert = Alert.objects.select_related("clinic").get(pk=alert_id)
     if alert.status != Alert.Status.OPEN:
         return 0

@@ -6,10 +6,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from inference.model_info import current_model_info
 from lesions import guidance, progress
 from lesions.forms import ExaminationUploadForm, LesionAddForm, TriageDecisionForm
-from lesions.models import Examination, RiskBand
+from lesions.models import Examination
+from lesions.risk import RiskBand, alert_threshold, model_info
 from lesions.selectors import (
     alert_get_for,
     examination_get_for,
@@ -45,8 +45,8 @@ def lesion_create(request, patient_uuid):
 
 def _lesion_context(user, lesion, upload_form) -> dict:
     """Timeline, progress chart and change since last time for one lesion (constant queries)."""
-    model = current_model_info()
-    threshold = (model or {}).get("alert_threshold")
+    model = model_info()
+    threshold = alert_threshold()
     exams = lesion_examinations_for(user=user, lesion=lesion)
     alerts = lesion_alerts_by_prediction(lesion=lesion)
     perms = permissions.patient_perms(user, lesion.patient)
@@ -115,8 +115,8 @@ def lesion_compare(request, lesion_uuid):
     a, b = examination_pair_for(
         user=request.user, lesion=lesion, examinations=exams, a_uuid=request.GET.get("a"), b_uuid=request.GET.get("b")
     )
-    model = current_model_info()
-    threshold = (model or {}).get("alert_threshold")
+    model = model_info()
+    threshold = alert_threshold()
     alerts = lesion_alerts_by_prediction(lesion=lesion)
     sides = []
     for exam in (a, b):
@@ -217,7 +217,7 @@ def examination_detail(request, examination_uuid):
         # class probabilities and heatmaps meant for clinicians.
         return redirect("lesions:lesion-detail", lesion_uuid=exam.lesion.uuid)
     prediction = latest_prediction(exam)
-    model = current_model_info()
+    model = model_info()
     probabilities = []
     if prediction is not None:
         probabilities = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
@@ -231,7 +231,7 @@ def examination_detail(request, examination_uuid):
             "prediction": prediction,
             "probabilities": [(c, p, round(p * 100, 1)) for c, p in probabilities],
             "model": model,
-            "threshold": (model or {}).get("alert_threshold"),
+            "threshold": alert_threshold(),
             "cam": explanations.get("cam"),
             "lime": explanations.get("lime"),
             "explanations_pending": prediction is not None
@@ -316,7 +316,7 @@ def alert_triage(request, alert_uuid):
             "form": form,
             "compare_url": reverse("lesions:lesion-compare", kwargs={"lesion_uuid": alert.lesion.uuid})
             + f"?b={exam.uuid}",
-            "model": current_model_info(),
+            "model": model_info(),
         },
         status=400 if form.errors else 200,
     )

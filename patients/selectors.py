@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from patients.models import Patient, ReferralCentre
+from patients.models import EmergencyAccess, Patient, ReferralCentre
 from portal import permissions
 from portal.audit import audit_record
-from portal.models import User
+from portal.crypto import blind_index
+from portal.models import Clinic, User
 
 
 def patient_list_for(*, user: User) -> QuerySet[Patient]:
@@ -28,6 +29,15 @@ def own_patient_record(*, user: User) -> Patient | None:
         audit_record(actor=user, action="patient.view", target=patient, patient=patient)
         return patient
     return None
+
+
+def patient_find_by_mrn(*, clinic: Clinic, medical_record_number: str) -> Patient | None:
+    """Not for a user: the uniqueness check at registration and the break-the-glass lookup use it."""
+    return Patient.objects.filter(clinic=clinic, mrn_index=blind_index(medical_record_number)).first()
+
+
+def emergency_access_list_for(*, user: User) -> QuerySet[EmergencyAccess]:
+    return EmergencyAccess.objects.active().filter(user=user).select_related("patient")
 
 
 def referral_centre_list_for(*, user: User) -> QuerySet[ReferralCentre]:

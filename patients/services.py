@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
-from patients.models import Patient, ReferralCentre
+from patients.models import Consent, EmergencyAccess, Patient, ReferralCentre
+from patients.selectors import patient_find_by_mrn
 from portal import permissions
 from portal.audit import audit_record
 from portal.crypto import blind_index
@@ -19,10 +22,6 @@ def _can_register_at(actor: User, clinic: Clinic) -> bool:
     if actor.is_superuser:
         return True
     return actor.role in (Role.STAFF, Role.DERMATOLOGIST) and actor.clinic_id == clinic.pk
-
-
-def patient_find_by_mrn(*, clinic: Clinic, medical_record_number: str) -> Patient | None:
-    return Patient.objects.filter(clinic=clinic, mrn_index=blind_index(medical_record_number)).first()
 
 
 @transaction.atomic
@@ -68,10 +67,21 @@ def patient_register(
     patient.save()
     permissions.patient_access_grant(patient)
     audit_record(actor=actor, action="patient.create", target=patient, patient=patient)
-    from portal.privacy.services import consent_record
-
     consent_record(patient=patient, actor=actor)
     return patient
+
+
+def consent_record(*, patient: Patient, actor: User, version: str | None = None) -> Consent:
+    consent = Consent(
+        patient=patient,
+        version=version or settings.DERMATRACK_CONSENT_VERSION,
+        recorded_by=actor,
+        recorded_by_username=actor.username,
+    )
+    consent.full_clean()
+    consent.save()
+    audit_record(actor=actor, action="consent.record", target=consent, patient=patient)
+    return consent
 
 
 @transaction.atomic
@@ -95,3 +105,25 @@ def referral_centre_add(**fields) -> ReferralCentre:
     centre.full_clean()
     centre.save()
     return centre
+
+
+@transaction.atomic
+def emergency_access_grant(*, actor: User, clinic: Clinic, medical_record_number: str, reason: str) -> EmergencyAccess:
+    """A dermatologist opens a record outside their clinic for a limited time, with a reason."""
+    permissions.require_can_break_glass(actor)
+    reason = reason.strip()
+    if len(reason) < 20:
+        raise ValidationError({"reason": "Describe the emergency in at least 20 characters."})
+    patient = patient_find_by_mrn(clinic=clinic, medical_record_number=medical_record_number.strip())
+    if patient is None:
+        raise ValidationError({"medical_record_number": "No record with this number at that clinic."})
+    grant = EmergencyAccess(
+        user=actor,
+        patient=patient,
+        reason=reason,
+        expires_at=timezone.now() + dt.timedelta(minutes=settings.DERMATRACK_EMERGENCY_ACCESS_MINUTES),
+    )
+    grant.full_clean()
+    grant.save()
+    audit_record(actor=actor, action="emergency_access.grant", target=grant, patient=patient, flagged=True)
+    return grant

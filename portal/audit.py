@@ -9,6 +9,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from portal.models import AuditEntry, Role
+from portal.permissions import is_emergency_access
 
 _request_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "dermatrack_request_context", default=None
@@ -50,8 +51,6 @@ def audit_record(
     context = _request_context.get() or {}
     actor_obj = actor if getattr(actor, "is_authenticated", False) else None
     if patient is not None and actor_obj is not None and not flagged:
-        from portal.permissions import is_emergency_access
-
         flagged = is_emergency_access(actor_obj, patient)  # break-the-glass reads are flagged
     target_uuid = str(getattr(target, "uuid", "") or "")
     patient_uuid = str(getattr(patient, "uuid", "") or "")

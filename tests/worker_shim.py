@@ -30,17 +30,17 @@ def _slow_down(**_kwargs) -> None:
         time.sleep(delay)
 
     if stage == "classification":
-        from inference import services
+        from lesions import classification
 
-        original = services.examination_classify
+        original = classification.examination_classify
 
         def slow_classify(*, examination_id: int):
             pause(f"classification {examination_id}")
             return original(examination_id=examination_id)
 
-        services.examination_classify = slow_classify
+        classification.examination_classify = slow_classify
     elif stage == "explanation":
-        from inference import explaining
+        from lesions import explaining
 
         original_compute = explaining._compute
 

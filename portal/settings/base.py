@@ -36,8 +36,8 @@ INSTALLED_APPS = [
     "portal",
     "patients",
     "lesions",
-    "inference",
-    "portal.privacy",
+    "web",
+    "web.privacy",
 ]
 
 MIDDLEWARE = [
@@ -56,7 +56,7 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 
-ROOT_URLCONF = "portal.urls"
+ROOT_URLCONF = "web.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 
 TEMPLATES = [
@@ -177,7 +177,7 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-examinations": {"task": "inference.tasks.requeue_stale_examinations_task", "schedule": 60.0},
+    "requeue-stale-examinations": {"task": "lesions.tasks.requeue_stale_examinations_task", "schedule": 60.0},
 }
 # New high-risk alerts e-mail the clinic's dermatologists (no PHI in the message; console
 # backend unless DJANGO_EMAIL_BACKEND is set, below). DERMATRACK_BASE_URL builds the link.
@@ -185,6 +185,9 @@ DERMATRACK_ALERT_EMAILS = env_bool("DERMATRACK_ALERT_EMAILS", False)
 DERMATRACK_BASE_URL = env_str("DERMATRACK_BASE_URL") or "http://127.0.0.1:8000"
 # A RUNNING claim older than this is presumed lost with its worker and goes back to the queue.
 DERMATRACK_STALE_CLAIM_SECONDS = env_int("DERMATRACK_STALE_CLAIM_SECONDS", 300)
+# The classifier's folder (ONNX file, CAM weights, metadata JSON): the one place that says which
+# model the portal runs; lesions.risk hands it to the inference library.
+DERMATRACK_MODEL_DIR = Path(env_str("DERMATRACK_MODEL_DIR") or BASE_DIR / "inference" / "models")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["portal.api_auth.SessionAuthentication401"],

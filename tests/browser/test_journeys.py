@@ -66,8 +66,8 @@ def _model_or_skip():
 def run_tasks_inline(monkeypatch):
     """Classification runs in the request thread as soon as the upload commits (the real task
     body, no broker); explanations are limited to the fast CAM heatmap."""
-    from inference import explaining
-    from inference.tasks import classify_examination_task, explain_examination_task
+    from lesions import explaining
+    from lesions.tasks import classify_examination_task, explain_examination_task
 
     monkeypatch.setattr(classify_examination_task, "delay", lambda exam_id: classify_examination_task(exam_id))
     monkeypatch.setattr(
@@ -172,7 +172,7 @@ def alert_case(patient):
     sha = "0" * 64
     have_model = default_metadata_path().exists()
     if have_model:
-        from inference.classifier import get_classifier
+        from lesions.risk import classifier as get_classifier
 
         sha = get_classifier().sha256
     lesion = LesionFactory(patient=patient, body_site=BodySite.UPPER_BACK, label="below left scapula")
@@ -194,7 +194,7 @@ def alert_case(patient):
     PredictionFactory(examination=older, malignancy_risk="0.180000", model_sha256=sha)
     alert = AlertFactory(prediction=PredictionFactory(examination=newer, malignancy_risk="0.740000", model_sha256=sha))
     if have_model:
-        from inference import explaining
+        from lesions import explaining
 
         for exam in (older, newer):
             explaining.explanation_compute(examination_id=exam.pk, kind="cam")

@@ -139,7 +139,7 @@ def test_predict_arrays_rejects_wrong_shape(clf):
         clf.predict_arrays(np.zeros((1, 3, 224, 224), dtype=np.float32))
 
 
-def test_malignancy_risk_and_alerts(clf):
+def test_malignancy_risk(clf):
     probs = np.zeros((3, len(clf.classes)), dtype=np.float32)
     probs[0, clf.classes.index("nv")] = 1.0
     probs[1, clf.classes.index("mel")] = 0.5
@@ -148,19 +148,18 @@ def test_malignancy_risk_and_alerts(clf):
     probs[2, clf.classes.index("akiec")] = 0.05
     probs[2, clf.classes.index("bkl")] = 0.95
     np.testing.assert_allclose(clf.malignancy_risk(probs), [0.0, 0.7, 0.05], atol=1e-7)
-    risk = clf.malignancy_risk(probs)
-    np.testing.assert_array_equal(clf.alerts(probs), risk >= clf.alert_threshold)
 
 
-def test_get_classifier_loads_once_and_honours_environment(monkeypatch, model_copy):
-    monkeypatch.setenv("DERMATRACK_MODEL_METADATA", str(model_copy))
+def test_get_classifier_loads_once_per_model_folder(monkeypatch, model_copy):
     monkeypatch.setenv("DERMATRACK_ORT_THREADS", "1")
     get_classifier.cache_clear()
     try:
-        first = get_classifier()
+        first = get_classifier(model_copy.parent)
         assert first.metadata_path == model_copy
         assert first.threads == 1
-        assert get_classifier() is first
+        assert get_classifier(model_copy.parent) is first
+        assert runtime.model_info(model_copy.parent)["version"] == first.version
+        assert runtime.model_info(model_copy.parent / "missing") is None
     finally:
         get_classifier.cache_clear()
 

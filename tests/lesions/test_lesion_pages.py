@@ -22,7 +22,7 @@ MODEL = {"name": "test model", "version": "9.9", "alert_threshold": 0.3}
 
 @pytest.fixture(autouse=True)
 def _model_info(monkeypatch):
-    monkeypatch.setattr("lesions.views.current_model_info", lambda: MODEL)
+    monkeypatch.setattr("lesions.risk.model_info", lambda: MODEL)
 
 
 def _exam(lesion, days_ago: int, risk: str | None, diameter: str | None = None):

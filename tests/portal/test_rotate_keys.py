@@ -10,12 +10,11 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 
-from inference.models import Explanation
-from lesions.models import Examination, Lesion, Prediction
+from lesions.models import Examination, Explanation, Lesion, Prediction
 from patients.models import Patient
+from patients.services import emergency_access_grant
 from portal.crypto import DecryptionError
 from portal.management.commands.rotate_keys import rotation_units
-from portal.privacy.services import emergency_access_grant
 from tests.privacy.test_export_erasure import _full_record
 
 
@@ -92,9 +91,9 @@ def test_every_encrypted_model_and_file_field_is_covered():
         "lesions.examination:fields",
         "lesions.examination:file:image",
         "lesions.prediction:fields",
-        "inference.explanation:fields",
-        "inference.explanation:file:image",
-        "privacy.emergencyaccess:fields",
+        "lesions.explanation:fields",
+        "lesions.explanation:file:image",
+        "patients.emergencyaccess:fields",
     } <= keys
 
 

@@ -48,7 +48,7 @@ def test_anonymous_and_model_wide_permissions_see_nothing(everyone, outside_clin
 
 
 def test_break_the_glass_grants_view_in_both_forms(everyone, outside_clinician, patient):
-    from portal.privacy.services import emergency_access_grant
+    from patients.services import emergency_access_grant
 
     emergency_access_grant(
         actor=outside_clinician,

@@ -10,9 +10,9 @@ import io
 import pytest
 from django.utils import timezone
 
+from patients.models import EmergencyAccess
 from portal.audit import audit_record
 from portal.models import AuditEntry
-from portal.privacy.models import EmergencyAccess
 
 REASON = "Patient collapsed in our emergency unit; need the lesion history now."
 

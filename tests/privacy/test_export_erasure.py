@@ -11,15 +11,14 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import connection
 
-from inference.models import Explanation
-from lesions.models import Alert, Examination, Lesion, Prediction
+from lesions.models import Alert, Examination, Explanation, Lesion, Prediction
 from lesions.services import examination_upload, lesion_add
-from patients.models import Patient
+from patients.models import Consent, Patient
+from patients.services import consent_record, emergency_access_grant
 from portal import permissions
 from portal.models import AuditEntry, User
-from portal.privacy.models import Consent
-from portal.privacy.services import patient_erase, patient_record_graph
 from tests.factories import png_bytes
+from web.privacy.services import patient_erase, patient_record_graph
 
 
 def _media_files(settings) -> set[str]:
@@ -115,17 +114,32 @@ def test_export_contains_the_decrypted_record_images_and_explanations(
         "raised border, note 1",
     ]
     assert records["lesions.prediction"][0]["probabilities"] == {"mel": 0.7, "nv": 0.3}
-    assert records["inference.explanation"][0]["summary"] == {"explained": "mel"}
+    assert records["lesions.explanation"][0]["summary"] == {"explained": "mel"}
     # Every image in the archive is the decrypted PNG, byte for byte what the portal shows.
     for exam in exams:
         row = next(r for r in records["lesions.examination"] if r["uuid"] == str(exam.uuid))
         with exam.image.open("rb") as fh:
             assert archive.read(row["image"]) == fh.read()
         assert archive.read(row["image"]).startswith(b"\x89PNG")
-    expl_row = records["inference.explanation"][0]
+    expl_row = records["lesions.explanation"][0]
     with explanation.image.open("rb") as fh:
         assert archive.read(expl_row["image"]) == fh.read()
     assert AuditEntry.objects.filter(action="patient.export", patient_uuid=str(patient.uuid)).count() == 1
+
+
+def test_export_leaves_out_emergency_access_bookkeeping(client, patient, outside_clinician, administrator):
+    consent_record(patient=patient, actor=administrator)
+    emergency_access_grant(
+        actor=outside_clinician,
+        clinic=patient.clinic,
+        medical_record_number=patient.medical_record_number,
+        reason="Patient seen unconscious in our emergency department tonight.",
+    )
+    client.force_login(administrator)
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/patients/{patient.uuid}/export/").content))
+    records = json.loads(archive.read("record.json"))["records"]
+    assert "patients.consent" in records
+    assert not any("emergency" in label for label in records)
 
 
 def test_clinic_staff_cannot_export_a_whole_record(staff_client, patient):
@@ -162,7 +176,7 @@ def test_erasure_leaves_no_row_and_no_file_of_the_patient(
         "lesions.examination",
         "lesions.prediction",
         "lesions.alert",
-        "inference.explanation",
+        "lesions.explanation",
     }
     client.force_login(patient.account)
     client.get(f"/patients/{patient.uuid}/")  # the patient's own reads are in the trail too

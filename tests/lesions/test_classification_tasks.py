@@ -8,11 +8,11 @@ import io
 import pytest
 from django.utils import timezone
 
-from inference import services
-from inference.classifier import get_classifier
-from inference.tasks import classify_examination_task
+from lesions import classification
 from lesions.models import Alert, Examination, Prediction
+from lesions.risk import classifier as get_classifier
 from lesions.services import examination_upload
+from lesions.tasks import classify_examination_task
 from tests.factories import ExaminationFactory, jpeg_bytes
 
 
@@ -52,14 +52,14 @@ def test_running_the_task_twice_leaves_one_prediction(exam):
 
 
 def test_second_claim_is_refused_while_the_first_is_fresh(exam):
-    assert services.examination_claim(examination_id=exam.pk)
-    assert not services.examination_claim(examination_id=exam.pk)
+    assert classification.examination_claim(examination_id=exam.pk)
+    assert not classification.examination_claim(examination_id=exam.pk)
 
 
 def test_stale_claim_is_swept_back_and_completed(exam, settings):
-    assert services.examination_claim(examination_id=exam.pk)  # a worker claimed it, then died
+    assert classification.examination_claim(examination_id=exam.pk)  # a worker claimed it, then died
     Examination.objects.filter(pk=exam.pk).update(claimed_at=timezone.now() - dt.timedelta(hours=1))
-    assert services.requeue_stale_examinations() == [exam.pk]
+    assert classification.requeue_stale_examinations() == [exam.pk]
     exam.refresh_from_db()
     assert exam.status == Examination.Status.PENDING
     classify_examination_task(exam.pk)
@@ -122,6 +122,6 @@ def test_upload_survives_a_broker_outage_and_the_sweep_queues_it_later(
     with django_capture_on_commit_callbacks(execute=True):
         exam = examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(jpeg_bytes()))
     assert Examination.objects.get(pk=exam.pk).status == Examination.Status.PENDING
-    assert services.requeue_stale_examinations() == []  # too young: its message may still be queued
+    assert classification.requeue_stale_examinations() == []  # too young: its message may still be queued
     Examination.objects.filter(pk=exam.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
-    assert services.requeue_stale_examinations() == [exam.pk]
+    assert classification.requeue_stale_examinations() == [exam.pk]

@@ -8,7 +8,6 @@ new model that hangs off a patient is exported and erased without changes here.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import zipfile
@@ -16,39 +15,19 @@ from collections import defaultdict
 from pathlib import PurePosixPath
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.utils import timezone
 
 from patients.models import Patient
-from patients.services import patient_find_by_mrn
 from portal import permissions
 from portal.audit import audit_record
-from portal.models import Clinic, Role, User
-from portal.privacy.models import Consent, EmergencyAccess
+from portal.models import Role, User
 
 EXPORT_FORMAT = "dermatrack-patient-export"
 EXPORT_VERSION = 1
 # Not part of the patient's record even though they point at it: access-control bookkeeping.
-_NOT_EXPORTED = {"privacy.emergencyaccess"}
-
-
-# --- consent ---------------------------------------------------------------------------------
-
-
-def consent_record(*, patient: Patient, actor: User, version: str | None = None) -> Consent:
-    consent = Consent(
-        patient=patient,
-        version=version or settings.DERMATRACK_CONSENT_VERSION,
-        recorded_by=actor,
-        recorded_by_username=actor.username,
-    )
-    consent.full_clean()
-    consent.save()
-    audit_record(actor=actor, action="consent.record", target=consent, patient=patient)
-    return consent
+_NOT_EXPORTED = {"patients.emergencyaccess"}
 
 
 # --- the record graph ------------------------------------------------------------------------
@@ -218,28 +197,3 @@ def _account_erase(account: User) -> None:
         if str(session.get_decoded().get("_auth_user_id")) == str(account.pk):
             session.delete()
     account.delete()
-
-
-# --- break the glass -------------------------------------------------------------------------
-
-
-@transaction.atomic
-def emergency_access_grant(*, actor: User, clinic: Clinic, medical_record_number: str, reason: str) -> EmergencyAccess:
-    """A dermatologist opens a record outside their clinic for a limited time, with a reason."""
-    permissions.require_can_break_glass(actor)
-    reason = reason.strip()
-    if len(reason) < 20:
-        raise ValidationError({"reason": "Describe the emergency in at least 20 characters."})
-    patient = patient_find_by_mrn(clinic=clinic, medical_record_number=medical_record_number.strip())
-    if patient is None:
-        raise ValidationError({"medical_record_number": "No record with this number at that clinic."})
-    grant = EmergencyAccess(
-        user=actor,
-        patient=patient,
-        reason=reason,
-        expires_at=timezone.now() + dt.timedelta(minutes=settings.DERMATRACK_EMERGENCY_ACCESS_MINUTES),
-    )
-    grant.full_clean()
-    grant.save()
-    audit_record(actor=actor, action="emergency_access.grant", target=grant, patient=patient, flagged=True)
-    return grant

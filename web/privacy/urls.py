@@ -1,6 +1,6 @@
 from django.urls import path
 
-from portal.privacy import views
+from web.privacy import views
 
 app_name = "privacy"
 urlpatterns = [

@@ -9,10 +9,9 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from inference.classifier import get_classifier
-from inference.models import Explanation
-from inference.tasks import explain_examination_task
-from lesions.models import Examination, Prediction
+from lesions import risk
+from lesions.models import Examination, Explanation, Prediction
+from lesions.tasks import explain_examination_task
 
 
 class Command(BaseCommand):
@@ -23,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--queue", action="store_true", help="send to the Celery worker instead of running here")
 
     def handle(self, *args, force: bool = False, queue: bool = False, **options):
-        sha = get_classifier().sha256
+        sha = risk.classifier().sha256
         # Only examinations whose prediction comes from the current model: an explanation must
         # explain the prediction shown next to it.
         exam_ids = list(

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from inference.classifier import ModelLoadError
 from inference.evaluation import EvaluationDataError, add_arguments, run
+from lesions import risk
 
 
 class Command(BaseCommand):
@@ -31,6 +32,7 @@ class Command(BaseCommand):
                 options["predictions"],
                 options["batch_size"],
                 self.stdout,
+                classifier=risk.classifier(),  # the model folder the portal is configured with
             )
         except (EvaluationDataError, ModelLoadError) as exc:
             raise CommandError(str(exc)) from exc

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from patients import views
+from web.patients import views
 
 app_name = "patients"
 urlpatterns = [

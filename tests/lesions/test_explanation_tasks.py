@@ -9,10 +9,9 @@ from django.core.management import call_command
 from PIL import Image
 
 from inference import explanations
-from inference.models import Explanation
-from inference.tasks import classify_examination_task, explain_examination_task
-from lesions.models import Prediction
+from lesions.models import Explanation, Prediction
 from lesions.services import examination_upload
+from lesions.tasks import classify_examination_task, explain_examination_task
 
 
 @pytest.fixture

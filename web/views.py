@@ -2,9 +2,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 
-from inference.model_info import current_model_info
 from lesions.forms import AlertFilterForm
-from lesions.models import RiskBand
+from lesions.risk import RiskBand, model_info
 from lesions.selectors import (
     alert_clinics_for,
     alert_count_key,
@@ -65,6 +64,6 @@ def dashboard(request):
             "page": page,
             "pages": pages,
             "query": query.urlencode(),
-            "model": current_model_info(),
+            "model": model_info(),
         },
     )

@@ -11,6 +11,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
+from lesions import risk, services, tasks
 from lesions.models import Examination, Prediction
 from portal.audit import audit_record
 
@@ -62,10 +63,8 @@ def _load_image(exam: Examination) -> Image.Image:
 
 def examination_classify(*, examination_id: int) -> Prediction:
     """Runs the classifier on a claimed examination and records the prediction (idempotent)."""
-    from inference.classifier import get_classifier
-
     exam = Examination.objects.select_related("lesion__patient__clinic").get(pk=examination_id)
-    classifier = get_classifier()
+    classifier = risk.classifier()
     existing = Prediction.objects.filter(examination=exam, model_sha256=classifier.sha256).first()
     if existing is None:
         probabilities = classifier.predict([_load_image(exam)])[0]
@@ -78,7 +77,7 @@ def examination_classify(*, examination_id: int) -> Prediction:
 def prediction_record(*, exam: Examination, classifier, probabilities) -> Prediction:
     classes = list(classifier.classes)
     probs = {c: round(float(p), 6) for c, p in zip(classes, probabilities, strict=False)}
-    risk = float(classifier.malignancy_risk(probabilities[None, :])[0])
+    malignancy = float(classifier.malignancy_risk(probabilities[None, :])[0])
     try:
         with transaction.atomic():
             prediction = Prediction.objects.create(
@@ -87,16 +86,14 @@ def prediction_record(*, exam: Examination, classifier, probabilities) -> Predic
                 model_version=classifier.version,
                 model_sha256=classifier.sha256,
                 probabilities=probs,
-                malignancy_risk=f"{risk:.6f}",
+                malignancy_risk=f"{malignancy:.6f}",
                 top_class=classes[int(probabilities.argmax())],
             )
     except IntegrityError:
         # Another run of the same task won the race: keep its result, add nothing.
         return Prediction.objects.get(examination=exam, model_sha256=classifier.sha256)
-    if risk >= classifier.alert_threshold:
-        from lesions.services import alert_raise
-
-        alert_raise(prediction=prediction, risk=risk)
+    if risk.is_alert(malignancy, classifier.alert_threshold):
+        services.alert_raise(prediction=prediction, risk=malignancy)
     audit_record(actor=None, action="prediction.create", target=prediction, patient=exam.lesion.patient)
     logger.info("examination %s classified by %s %s", exam.uuid, classifier.name, classifier.version)
     return prediction
@@ -129,10 +126,8 @@ def requeue_stale_examinations() -> list[int]:
 def enqueue_classification(examination_id: int) -> bool:
     """Sends the classification task; a broker outage is logged, never raised into the request
     that saved the examination (the periodic sweep sends it later)."""
-    from inference.tasks import classify_examination_task
-
     try:
-        classify_examination_task.delay(examination_id)
+        tasks.classify_examination_task.delay(examination_id)
     except Exception:
         logger.warning("broker unavailable: examination id %s will be queued by the sweep", examination_id)
         return False

@@ -1,4 +1,4 @@
-"""Reads of the audit trail (administrators only) and of emergency grants."""
+"""Reads of the audit trail (administrators only)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from django.utils import timezone
 from portal import permissions
 from portal.audit import audit_record
 from portal.models import AuditEntry, User
-from portal.privacy.models import EmergencyAccess
 
 
 def audit_entry_list_for(*, user: User, filters: dict[str, Any], action: str = "audit.view") -> QuerySet[AuditEntry]:
@@ -31,7 +30,3 @@ def audit_entry_list_for(*, user: User, filters: dict[str, Any], action: str = "
         qs = qs.filter(flagged=True)
     audit_record(actor=user, action=action)
     return qs.order_by("-at", "-id")
-
-
-def emergency_access_list_for(*, user: User) -> QuerySet[EmergencyAccess]:
-    return EmergencyAccess.objects.active().filter(user=user).select_related("patient")

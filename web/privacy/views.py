@@ -9,12 +9,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from patients.selectors import own_patient_record, patient_get_for
+from patients.selectors import emergency_access_list_for, own_patient_record, patient_get_for
+from patients.services import emergency_access_grant
 from portal import permissions
 from portal.forms import apply_validation_error
-from portal.privacy.forms import AuditFilterForm, EmergencyAccessForm, EraseForm
-from portal.privacy.selectors import audit_entry_list_for, emergency_access_list_for
-from portal.privacy.services import emergency_access_grant, patient_erase, patient_export
+from web.privacy.forms import AuditFilterForm, EmergencyAccessForm, EraseForm
+from web.privacy.selectors import audit_entry_list_for
+from web.privacy.services import patient_erase, patient_export
 
 AUDIT_COLUMNS = [
     "at",

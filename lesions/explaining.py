@@ -10,8 +10,9 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image
 
-from inference.models import Explanation
-from lesions.models import Examination
+from inference import explanations
+from lesions import risk
+from lesions.models import Examination, Explanation
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ def _png(image: Image.Image) -> bytes:
 
 
 def _compute(kind: str, classifier, image: Image.Image) -> tuple[bytes, dict, dict]:
-    from inference import explanations
-
     if kind == Explanation.Kind.CAM:
         cam = explanations.compute_cam(classifier, image)
         overlay = explanations.heatmap_rgba(cam.heatmap, image.size)
@@ -62,9 +61,7 @@ def _compute(kind: str, classifier, image: Image.Image) -> tuple[bytes, dict, di
 
 def explanation_compute(*, examination_id: int, kind: str, force: bool = False) -> Explanation:
     """Idempotent: an explanation already DONE for this model file is returned untouched."""
-    from inference.classifier import get_classifier
-
-    classifier = get_classifier()
+    classifier = risk.classifier()
     exam = Examination.objects.get(pk=examination_id)
     explanation, _ = Explanation.objects.get_or_create(examination=exam, kind=kind, model_sha256=classifier.sha256)
     if explanation.status == Explanation.Status.DONE and not force:
@@ -99,8 +96,6 @@ def explanation_mark_failed(*, explanation: Explanation, reason: str) -> Explana
 
 def explanations_pending(*, examination_id: int) -> None:
     """Placeholder rows so the page can say 'pending' before the worker starts."""
-    from inference.classifier import get_classifier
-
-    sha = get_classifier().sha256
+    sha = risk.classifier().sha256
     for kind in Explanation.Kind.values:
         Explanation.objects.get_or_create(examination_id=examination_id, kind=kind, model_sha256=sha)

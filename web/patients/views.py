@@ -5,11 +5,11 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from inference.model_info import current_model_info
 from lesions import bodymap, guidance, progress
 from lesions.followups import DUE_SOON_DAYS, follow_up_state, group_by_patient
 from lesions.forms import LesionAddForm
 from lesions.models import BodySite
+from lesions.risk import alert_threshold
 from lesions.selectors import (
     follow_up_patients_for,
     follow_ups_due_for,
@@ -77,7 +77,7 @@ def patient_detail(request, patient_uuid):
     patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
     can_manage = permissions.has_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
     lesions = lesion_overview_for(user=request.user, patient=patient)
-    threshold = (current_model_info() or {}).get("alert_threshold")
+    threshold = alert_threshold()
     body_map = _lesion_map(lesions, threshold, link_sites=can_manage)
     follow_ups = sorted(
         (lesion for lesion in lesions if lesion.next_follow_up and lesion.follow_up_state),
