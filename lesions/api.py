@@ -73,8 +73,9 @@ class PatientLesionListApi(APIView):
         operation_id="patient_lesions_create", request=InputSerializer, responses={201: LesionOutputSerializer}
     )
     def post(self, request, patient_uuid):
-        patient = patient_get_for(user=request.user, patient_uuid=patient_uuid, audit=False)
-        permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
+        patient = patient_get_for(
+            user=request.user, patient_uuid=patient_uuid, perm=permissions.MANAGE_LESIONS, audit=False
+        )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         lesion = lesion_add(actor=request.user, patient=patient, **data.validated_data)
@@ -110,8 +111,7 @@ class LesionExaminationListApi(APIView):
         operation_id="lesion_examinations_create", request=InputSerializer, responses={201: ExaminationOutputSerializer}
     )
     def post(self, request, lesion_uuid):
-        lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
-        permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, lesion.patient)
+        lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid, perm=permissions.MANAGE_LESIONS)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)

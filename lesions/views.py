@@ -29,8 +29,9 @@ from portal.forms import apply_validation_error
 @login_required
 @require_POST
 def lesion_create(request, patient_uuid):
-    patient = patient_get_for(user=request.user, patient_uuid=patient_uuid, audit=False)
-    permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
+    patient = patient_get_for(
+        user=request.user, patient_uuid=patient_uuid, perm=permissions.MANAGE_LESIONS, audit=False
+    )
     form = LesionAddForm(request.POST)
     if form.is_valid():
         try:
@@ -167,8 +168,7 @@ def lesion_compare(request, lesion_uuid):
 @login_required
 @require_POST
 def examination_create(request, lesion_uuid):
-    lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
-    permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, lesion.patient)
+    lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid, perm=permissions.MANAGE_LESIONS)
     form = ExaminationUploadForm(request.POST, request.FILES)
     if form.is_valid():
         uploads = form.cleaned_data["image"]

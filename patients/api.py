@@ -7,7 +7,6 @@ from rest_framework.views import APIView
 from patients.selectors import patient_get_for, patient_list_for
 from patients.services import patient_register
 from portal import permissions
-from portal.audit import audit_record
 from portal.models import Clinic
 
 
@@ -50,7 +49,6 @@ class PatientListApi(APIView):
     def get(self, request):
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(patient_list_for(user=request.user), request, view=self)
-        audit_record(actor=request.user, action="patient.list")
         return paginator.get_paginated_response(PatientOutputSerializer(page, many=True).data)
 
     @extend_schema(operation_id="patients_create", request=InputSerializer, responses={201: PatientOutputSerializer})

@@ -11,14 +11,25 @@ from portal.crypto import blind_index
 from portal.models import Clinic, User
 
 
-def patient_list_for(*, user: User) -> QuerySet[Patient]:
+def _visible(user: User) -> QuerySet[Patient]:
     return permissions.visible_patients(user).select_related("clinic").order_by("-created_at")
 
 
-def patient_get_for(*, user: User, patient_uuid: object, audit: bool = True) -> Patient:
-    patient = permissions.get_visible_or_404(patient_list_for(user=user), uuid=patient_uuid)
+def patient_list_for(*, user: User) -> QuerySet[Patient]:
+    """The records the user may see; the list read is audited here."""
+    audit_record(actor=user, action="patient.list")
+    return _visible(user)
+
+
+def patient_get_for(
+    *, user: User, patient_uuid: object, perm: str = permissions.VIEW, audit: bool = True
+) -> Patient:
+    """404 unless the user may see the record; 403 unless they also hold `perm` (a write)."""
+    patient = permissions.get_visible_or_404(_visible(user), uuid=patient_uuid)
     if audit:
         audit_record(actor=user, action="patient.view", target=patient, patient=patient)
+    if perm != permissions.VIEW:
+        permissions.require_patient_perm(user, perm, patient)
     return patient
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,12 +16,6 @@ from portal.audit import audit_record
 from portal.crypto import blind_index
 from portal.models import Clinic, Role, User
 from portal.services import user_create
-
-
-def _can_register_at(actor: User, clinic: Clinic) -> bool:
-    if actor.is_superuser:
-        return True
-    return actor.role in (Role.STAFF, Role.DERMATOLOGIST) and actor.clinic_id == clinic.pk
 
 
 @transaction.atomic
@@ -38,8 +32,7 @@ def patient_register(
     address: str = "",
     consent_given: bool = False,
 ) -> Patient:
-    if not _can_register_at(actor, clinic):
-        raise PermissionDenied("You cannot register patients at this clinic.")
+    permissions.require_can_register_patients(actor, clinic)
     if not consent_given:
         raise ValidationError({"consent_given": "The patient's consent to the processing of their data is required."})
     mrn = medical_record_number.strip()

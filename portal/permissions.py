@@ -233,12 +233,24 @@ def require_can_break_glass(user: Any) -> None:
         raise PermissionDenied("Emergency access is for dermatologists.")
 
 
-def can_register_patients(user: Any) -> bool:
-    return bool(user.is_superuser or (user.role in ROLE_PATIENT_PERMS and user.clinic_id))
+def can_register_patients(user: Any, clinic: Clinic | None = None) -> bool:
+    """The one rule: administrators anywhere, dermatologists and clinic staff at their own
+    clinic (at `clinic`, when given)."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    if user.is_superuser:
+        return True
+    if user.role not in ROLE_PATIENT_PERMS or not user.clinic_id:
+        return False
+    return clinic is None or clinic.pk == user.clinic_id
 
 
-def require_can_register_patients(user: Any) -> None:
+def require_can_register_patients(user: Any, clinic: Clinic | None = None) -> None:
     from django.core.exceptions import PermissionDenied
 
-    if not can_register_patients(user):
-        raise PermissionDenied("Only clinic staff and dermatologists register patients.")
+    if not can_register_patients(user, clinic):
+        raise PermissionDenied(
+            "Only clinic staff and dermatologists register patients."
+            if clinic is None
+            else "You cannot register patients at this clinic."
+        )

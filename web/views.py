@@ -8,10 +8,9 @@ from lesions.selectors import (
     alert_clinics_for,
     alert_count_key,
     alert_counts_for,
-    alert_queue_for,
+    alert_queue_page_for,
     patient_ids_with_identity_for,
 )
-from portal.audit import audit_record
 from portal.models import Role
 
 
@@ -44,9 +43,8 @@ def dashboard(request):
     except ValueError:
         page = 1
     start = (page - 1) * DASHBOARD_PAGE_SIZE
-    alerts = list(alert_queue_for(user=user, **filters)[start : start + DASHBOARD_PAGE_SIZE])
+    alerts = alert_queue_page_for(user=user, start=start, size=DASHBOARD_PAGE_SIZE, **filters)
     named = patient_ids_with_identity_for(user=user, patient_ids=[a.lesion.patient_id for a in alerts])
-    audit_record(actor=user, action="alert.list")
     query = request.GET.copy()
     query.pop("page", None)
     return render(

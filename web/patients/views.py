@@ -21,7 +21,6 @@ from patients.forms import PatientRegisterForm, ReferralSearchForm
 from patients.selectors import own_patient_record, patient_get_for, patient_list_for, referral_centre_list_for
 from patients.services import patient_register
 from portal import permissions
-from portal.audit import audit_record
 from portal.forms import apply_validation_error
 
 
@@ -30,7 +29,6 @@ def patient_list(request):
     if not (request.user.is_clinician or request.user.is_superuser):
         raise PermissionDenied("Patients see their own record under 'My record'.")
     patients = list(patient_list_for(user=request.user)[:200])
-    audit_record(actor=request.user, action="patient.list")
     return render(request, "patients/patient_list.html", {"patients": patients})
 
 
@@ -185,7 +183,6 @@ def follow_up_list(request):
     if not (request.user.is_clinician or request.user.is_superuser):
         raise PermissionDenied("Patients see their own follow-up dates under 'My record'.")
     lesions = follow_ups_due_for(user=request.user, within_days=DUE_SOON_DAYS)
-    audit_record(actor=request.user, action="follow_up.list")
     groups = group_by_patient(lesions)
     show_all = request.GET.get("all") == "1"
     shown = {state: entries if show_all else entries[:FOLLOW_UP_PAGE] for state, entries in groups.items()}
