@@ -31,7 +31,7 @@ def folder(tmp_path, items):
 
 
 def portal_open(data: bytes) -> Image.Image:
-    """What inference.services does with a stored upload."""
+    """What lesions.classification does with a stored upload."""
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
