@@ -205,12 +205,12 @@ def test_no_phi_in_logs_urls_titles_headers_error_pages_or_task_arguments(
 
 def test_server_error_page_names_nothing(client, clinic_staff, patient, monkeypatch, settings):
     """An unexpected exception gives the generic 500 page, not a traceback with record data."""
-    import web.patients.views
+    import portal.web.patients.views
 
     def boom(**kwargs):
         raise RuntimeError(f"simulated failure for record {patient.uuid}")
 
-    monkeypatch.setattr(web.patients.views, "patient_list_for", boom)
+    monkeypatch.setattr(portal.web.patients.views, "patient_list_for", boom)
     client.raise_request_exception = False
     client.force_login(clinic_staff)
     response = client.get("/patients/")

@@ -36,8 +36,8 @@ INSTALLED_APPS = [
     "portal",
     "patients",
     "lesions",
-    "web",
-    "web.privacy",
+    "portal.web",
+    "portal.web.privacy",
 ]
 
 MIDDLEWARE = [
@@ -56,7 +56,7 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 
-ROOT_URLCONF = "web.urls"
+ROOT_URLCONF = "portal.web.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
 
 TEMPLATES = [

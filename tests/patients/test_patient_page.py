@@ -139,7 +139,7 @@ def test_follow_up_list_query_count(staff_client, clinic, django_assert_num_quer
 
 
 def test_follow_up_list_shows_the_earliest_hundred_and_offers_the_rest(staff_client, clinic, monkeypatch):
-    monkeypatch.setattr("web.patients.views.FOLLOW_UP_PAGE", 2)
+    monkeypatch.setattr("portal.web.patients.views.FOLLOW_UP_PAGE", 2)
     today = timezone.localdate()
     for days in (1, 2, 3):
         LesionFactory(patient=PatientFactory(clinic=clinic), next_follow_up=today - dt.timedelta(days=days))

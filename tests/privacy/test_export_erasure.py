@@ -17,8 +17,8 @@ from patients.models import Consent, Patient
 from patients.services import consent_record, emergency_access_grant
 from portal import permissions
 from portal.models import AuditEntry, User
+from portal.web.privacy.services import patient_erase, patient_record_graph
 from tests.factories import png_bytes
-from web.privacy.services import patient_erase, patient_record_graph
 
 
 def _media_files(settings) -> set[str]:

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 from lesions import api as lesions_api
 from patients import api as patients_api
 from portal import security
-from web import views
+from portal.web import views
 
 portal_patterns = (
     [
@@ -42,7 +42,7 @@ api_patterns = (
 urlpatterns = [
     path("", views.home, name="home"),
     path("", include(portal_patterns)),
-    path("", include("web.patients.urls")),
+    path("", include("portal.web.patients.urls")),
     path("", include("lesions.urls")),
     path("api/", include(api_patterns)),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -62,6 +62,6 @@ urlpatterns = [
         auth_views.PasswordResetConfirmView.as_view(),
         name="password_reset_confirm",
     ),
-    path("", include("web.privacy.urls")),
+    path("", include("portal.web.privacy.urls")),
     path("admin/", admin.site.urls),
 ]

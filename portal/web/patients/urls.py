@@ -1,6 +1,6 @@
 from django.urls import path
 
-from web.patients import views
+from portal.web.patients import views
 
 app_name = "patients"
 urlpatterns = [

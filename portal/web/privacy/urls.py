@@ -1,6 +1,6 @@
 from django.urls import path
 
-from web.privacy import views
+from portal.web.privacy import views
 
 app_name = "privacy"
 urlpatterns = [

@@ -13,9 +13,9 @@ from patients.selectors import emergency_access_list_for, own_patient_record, pa
 from patients.services import emergency_access_grant
 from portal import permissions
 from portal.forms import apply_validation_error
-from web.privacy.forms import AuditFilterForm, EmergencyAccessForm, EraseForm
-from web.privacy.selectors import audit_entry_list_for
-from web.privacy.services import patient_erase, patient_export
+from portal.web.privacy.forms import AuditFilterForm, EmergencyAccessForm, EraseForm
+from portal.web.privacy.selectors import audit_entry_list_for
+from portal.web.privacy.services import patient_erase, patient_export
 
 AUDIT_COLUMNS = [
     "at",
