@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.explanations import cam_from_features, cam_weights_digest, normalise_heatmap
+from inference.classifier import softmax
+from inference.explanations import cam_from_features, cam_weights_digest, normalise_heatmap, risk_cam_weights
 from inference.preprocessing import to_model_input
 from inference.training.data import decode, read_image_bytes, read_metadata
 from inference.training.network import EfficientNetLite0
@@ -38,17 +39,28 @@ DEFAULT_OUT = Path("tests/inference/data/gradcam_reference.json")
 DEFAULT_CLASSES = ("mel", "nv", "bcc", "bkl")
 
 
-def gradcam(model: EfficientNetLite0, x: torch.Tensor, class_index: int) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017) of one image (1 x 3 x S x S) on the last feature map:
-    channel weights = spatial mean of d logit_c / d F, map = ReLU(sum_k weight_k F_k),
-    scaled to a peak of 1. Returns h x w float32."""
+def gradcam(
+    model: EfficientNetLite0,
+    x: torch.Tensor,
+    class_index: int | None,
+    malignant: list[int] | None = None,
+    temperature: float = 1.0,
+) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017) of one image (1 x 3 x H x W) on the last feature map:
+    channel weights = spatial mean of d target / d F, map = ReLU(sum_k weight_k F_k), scaled to
+    a peak of 1. The target is the logit of `class_index`, or with class_index=None the
+    malignancy risk sum_{c in malignant} softmax(logits / temperature)_c. Returns h x w float32."""
     model.eval()
     with torch.enable_grad():
         x = x.detach().clone().requires_grad_(False)
         logits, fmap = model(x)
         fmap.retain_grad()
         model.zero_grad(set_to_none=True)
-        logits[0, class_index].backward()
+        if class_index is None:
+            target = torch.softmax(logits[0] / temperature, dim=0)[malignant or []].sum()
+        else:
+            target = logits[0, class_index]
+        target.backward()
         grads = fmap.grad[0]  # K x h x w
         alpha = grads.mean(dim=(1, 2))  # K
         cam = torch.relu((alpha[:, None, None] * fmap[0]).sum(dim=0))
@@ -97,7 +109,6 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--metadata", type=Path, default=Path("inference/models/lesion_classifier.json"))
     parser.add_argument("--work", type=Path, default=Path("artifacts/training"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ham10000"))
-    parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES), help="one validation image of each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -113,18 +124,32 @@ def main(argv: list[str] | None = None) -> Path:
     model.eval()
     weight = model._fc.weight.detach().numpy().astype(np.float32)
 
+    meta = json.loads(args.metadata.read_text())
+    raw_size = meta["input_size"]
+    size = raw_size if isinstance(raw_size, int) else (int(raw_size[0]), int(raw_size[1]))
+    colour_constancy = meta.get("colour_constancy") == "shades_of_gray"
+    temperature = float(meta["temperature"])
+    malignant = [CLASSES.index(c) for c in meta["malignant_classes"]]
+
     picked = pick_images(args.data, tuple(args.classes.split(",")), args.seed)
     raw = read_image_bytes(args.data, {image_id for image_id, _ in picked})
     images = [decode(raw[image_id]).convert("RGB") for image_id, _ in picked]
 
-    gradcams, cams, all_logits = [], [], []
+    gradcams, cams, all_logits, risk_gradcams, risk_cams = [], [], [], [], []
     for img in images:
-        x = torch.from_numpy(to_model_input([img], args.size))
+        x = torch.from_numpy(to_model_input([img], size, colour_constancy))
         with torch.no_grad():
             logits, fmap = model(x)
         all_logits.append(logits[0].numpy())
         gradcams.append([gradcam(model, x, c) for c in range(len(CLASSES))])
         cams.append([normalise_heatmap(cam_from_features(fmap[0].numpy(), weight, c)) for c in range(len(CLASSES))])
+        risk_gradcams.append(gradcam(model, x, None, malignant, temperature))
+        w_risk = risk_cam_weights(softmax(logits.numpy(), temperature)[0], weight, malignant)
+        risk_cams.append(normalise_heatmap(cam_from_features(fmap[0].numpy(), w_risk[None], 0)))
+    risk_gap = float(np.abs(np.asarray(risk_gradcams) - np.asarray(risk_cams)).max())
+    print(f"torch Grad-CAM of the malignancy risk vs numpy risk CAM: max |diff| = {risk_gap:.2e}")
+    if risk_gap > 1e-4:
+        raise SystemExit("Grad-CAM of the risk and risk_cam_weights disagree")
     gradcams_a = np.asarray(gradcams, dtype=np.float32)
     cams_a = np.asarray(cams, dtype=np.float32)
     gap = float(np.abs(gradcams_a - cams_a).max())
@@ -136,7 +161,10 @@ def main(argv: list[str] | None = None) -> Path:
     reference = {
         "image_ids": [i for i, _ in picked],
         "dx": [d for _, d in picked],
-        "input_size": args.size,
+        "input_size": size,
+        "colour_constancy": colour_constancy,
+        "temperature": temperature,
+        "gradcam_risk": np.round(np.asarray(risk_gradcams, dtype=np.float32), 7).tolist(),  # N x h x w
         "classes": list(CLASSES),
         "gradcam": np.round(gradcams_a, 7).tolist(),  # N x C x h x w, torch autograd Grad-CAM, peak 1
         "logits": np.round(np.asarray(all_logits, dtype=np.float32), 6).tolist(),  # N x C, torch fp32

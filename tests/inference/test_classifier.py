@@ -41,7 +41,9 @@ def test_metadata_describes_the_committed_files(clf):
     onnx_bytes = (default_metadata_path().parent / meta["onnx_file"]).read_bytes()
     assert clf.sha256 == meta["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
     assert clf.classes == meta["classes"] == CLASSES
-    assert clf.input_size == meta["input_size"] == 160
+    size = meta["input_size"]
+    assert clf.input_size == (size if isinstance(size, int) else tuple(size))
+    assert clf.colour_constancy == (meta.get("colour_constancy") == "shades_of_gray")
     assert clf.temperature == pytest.approx(meta["temperature"])
     assert clf.temperature > 0
     assert 0 < clf.alert_threshold < 1
@@ -135,7 +137,8 @@ def test_batch_and_single_predictions_agree(clf, val_items):
 
 
 def test_predict_arrays_rejects_wrong_shape(clf):
-    with pytest.raises(ValueError, match="3 x 160 x 160"):
+    width, height = clf.input_wh
+    with pytest.raises(ValueError, match=f"3 x {height} x {width}"):
         clf.predict_arrays(np.zeros((1, 3, 224, 224), dtype=np.float32))
 
 

@@ -53,7 +53,7 @@ def test_evaluation_and_portal_preprocess_identically(clf, items):
         eval_input = evaluation.images_to_input([data], clf)
         portal_input = clf.preprocess([portal_open(data)])
         assert eval_input.dtype == np.float32
-        assert eval_input.shape == (1, 3, 160, 160)
+        assert eval_input.shape == (1, 3, clf.input_wh[1], clf.input_wh[0])
         np.testing.assert_array_equal(eval_input, portal_input)
 
     # The EXIF orientation is applied, not ignored: the result is that of the upright image.

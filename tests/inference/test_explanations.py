@@ -39,6 +39,10 @@ def reference():
     data["images"] = [np.asarray(decode(raw[i]).convert("RGB"), dtype=np.uint8) for i in data["image_ids"]]
     data["gradcam"] = np.asarray(data["gradcam"], dtype=np.float32)
     data["logits"] = np.asarray(data["logits"], dtype=np.float32)
+    size = data["input_size"]
+    data["input_size"] = size if isinstance(size, int) else tuple(size)
+    if "gradcam_risk" in data:
+        data["gradcam_risk"] = np.asarray(data["gradcam_risk"], dtype=np.float32)
     return data
 
 
@@ -142,7 +146,7 @@ def test_cam_of_toy_network_is_its_logit_spread_over_the_grid():
 def test_committed_model_cam_matches_torch_gradcam_reference(classifier, reference):
     """ONNX features + committed CAM weights + numpy CAM == torch autograd Grad-CAM of the
     checkpoint, for every class of every stored validation image."""
-    assert int(reference["input_size"]) == classifier.input_size
+    assert reference["input_size"] == classifier.input_size
     assert list(reference["classes"]) == classifier.classes
     exported_from = classifier.metadata.get("training", {}).get("checkpoint_sha256")
     if exported_from:
@@ -158,8 +162,9 @@ def test_committed_model_cam_matches_torch_gradcam_reference(classifier, referen
     # for the classes that matter (the three the torch model ranks highest), not to 1e-3.
     int8 = classifier.metadata.get("quantisation", {}).get("kept") == "int8"
     for i, image in enumerate(reference["images"]):
-        x = ex._model_input(np.asarray(prepare_image(Image.fromarray(image), classifier.input_size))[None])
-        _, logits, features = classifier.predict_arrays(x)
+        x = ex._model_input(np.asarray(prepare_image(Image.fromarray(image), classifier.input_size))[None], classifier)
+        # The torch reference is one view; the portal's test-time views are checked in test_classifier.
+        _, logits, features = classifier.predict_arrays(x, tta=False)
         np.testing.assert_allclose(logits[0], reference["logits"][i], atol=0.15 if int8 else 2e-3)
         ranked = np.argsort(-reference["logits"][i])
         for c in ranked[:3] if int8 else ranked:
@@ -171,8 +176,15 @@ def test_committed_model_cam_matches_torch_gradcam_reference(classifier, referen
             else:
                 np.testing.assert_allclose(ours, expected, atol=1e-3, err_msg=f"image {i} class {c}")
         top = ex.compute_cam(classifier, Image.fromarray(image))
-        assert top.class_index == int(np.argmax(logits[0]))
         np.testing.assert_allclose(top.heatmap, reference["gradcam"][i, top.class_index], atol=0.05 if int8 else 1e-3)
+        if "gradcam_risk" in reference and not int8:
+            # The risk CAM of the single view equals torch autograd Grad-CAM of P(mel)+P(bcc)+P(akiec).
+            from inference.classifier import softmax
+
+            probabilities = softmax(logits, classifier.temperature)[0]
+            risk_cam = ex.cam_for_prediction(classifier, probabilities, features[0], ex.RISK)
+            assert risk_cam.class_name == ex.RISK_NAME
+            np.testing.assert_allclose(risk_cam.heatmap, reference["gradcam_risk"][i], atol=2e-3, err_msg=f"image {i}")
 
 
 def test_live_torch_gradcam_equals_numpy_cam(reference):
@@ -183,7 +195,7 @@ def test_live_torch_gradcam_equals_numpy_cam(reference):
 
     torch.manual_seed(0)
     model = EfficientNetLite0(num_classes=7).eval()
-    x = torch.from_numpy(to_model_input([Image.fromarray(reference["images"][0])], 160))
+    x = torch.from_numpy(to_model_input([Image.fromarray(reference["images"][0])], reference["input_size"]))
     with torch.no_grad():
         _, fmap = model(x)
     weight = model._fc.weight.detach().numpy()
@@ -331,10 +343,12 @@ def test_lime_finds_the_region_the_class_depends_on():
 def test_lime_explanation_contents_and_params(classifier):
     image = photo(size=(200, 150))
     e = ex.explain_lime(classifier, image, settings=QUICK)
-    probs = classifier.predict([image])[0]
+    # LIME explains the single view (its perturbed images skip test-time augmentation).
+    probs = classifier.predict_arrays(classifier.preprocess([image]), tta=False)[0][0]
     assert e.class_index == int(np.argmax(probs))
     assert e.probability == pytest.approx(float(probs[e.class_index]), abs=1e-5)
-    assert e.segments.shape == (classifier.input_size, classifier.input_size)
+    width, height = classifier.input_wh
+    assert e.segments.shape == (height, width)
     assert e.weights.shape == (e.segments.max() + 1,)
     assert all(e.weights[s] > 0 for s in e.top_positive)
     assert all(e.weights[s] < 0 for s in e.top_negative)
@@ -348,6 +362,19 @@ def test_lime_explanation_contents_and_params(classifier):
     assert params["compactness"] == QUICK.compactness
     again = ex.explain_lime(classifier, image, settings=QUICK)
     assert np.array_equal(e.weights, again.weights)
+
+
+def test_lime_explains_the_malignancy_risk(classifier):
+    """The risk is explained as one more output column: P(mel) + P(bcc) + P(akiec)."""
+    image = photo(size=(200, 150))
+    e = ex.explain_lime(classifier, image, class_index=ex.RISK, settings=QUICK)
+    probs = classifier.predict_arrays(classifier.preprocess([image]), tta=False)[0][0]
+    assert e.class_name == ex.RISK_NAME
+    assert e.class_index == -1
+    assert e.params["class_name"] == ex.RISK_NAME
+    assert e.probability == pytest.approx(float(probs[classifier.malignant_indices].sum()), abs=1e-5)
+    top_class = ex.explain_lime(classifier, image, settings=QUICK)
+    assert not np.array_equal(e.weights, top_class.weights)
 
 
 def test_lime_render_tints_top_superpixels():
