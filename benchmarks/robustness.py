@@ -97,9 +97,11 @@ def run(
     for name in ["clean", *shifts]:
         started = time.perf_counter()
         probabilities = predict_shifted(classifier, blobs, name, batch_size)
-        row = {"shift": name, "description": DESCRIPTIONS.get(name, ""), **score(
-            probabilities, dx, classifier.classes, classifier.alert_threshold
-        )}
+        row = {
+            "shift": name,
+            "description": DESCRIPTIONS.get(name, ""),
+            **score(probabilities, dx, classifier.classes, classifier.alert_threshold),
+        }
         if clean is None:
             clean = row
         row["malignant_auc_drop"] = clean["malignant_auc"] - row["malignant_auc"]
@@ -167,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         classifier = LesionClassifier(default_metadata_path(), threads=args.threads)
         result = run(
-            args.data, args.split, shifts, args.limit, args.seed, classifier, args.batch_size,
+            args.data,
+            args.split,
+            shifts,
+            args.limit,
+            args.seed,
+            classifier,
+            args.batch_size,
             progress=lambda msg: print(msg, file=sys.stderr, flush=True),
         )
     except (EvaluationDataError, ModelLoadError) as exc:
