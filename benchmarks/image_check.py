@@ -11,7 +11,9 @@ Positives (must be refused), all built here, deterministically:
   coloured header;
 - synthetic bad captures of `--bad-captures` seeded validation images: very dark (x0.15),
   overexposed (x3, clipped), heavily blurred (Gaussian radius 4 px of 200 x 150).
-Prints, per group: n, share refused, the reasons given and the AUROC of `ImageCheckResult.score`
+`--json` writes the report; saved as inference/models/image_check_report.json it goes into the
+model card (`python -m inference.training.model_card`). Prints, per group: n, share refused,
+the reasons given and the AUROC of `ImageCheckResult.score`
 against the validation split; then the AUROC of all positives together (goal >= 0.95).
 Extra rows (not positives): seeded validation images under the robustness shifts, to show how
 often a device difference alone gets an image refused.
@@ -128,6 +130,11 @@ def documents(n: int, seed: int) -> list[tuple[str, Image.Image]]:
     return out
 
 
+def _reasons(codes: list[list[str]]) -> str:
+    counts = Counter(c for cs in codes for c in cs)
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+
 def bad_captures(val: list[tuple[str, Image.Image]], n: int, seed: int) -> dict[str, list[tuple[str, Image.Image]]]:
     picked = [
         val[i] for i in sorted(np.random.default_rng(seed).choice(len(val), size=min(n, len(val)), replace=False))
@@ -166,10 +173,11 @@ def run(data_dir: Path, bad_n: int, seed: int, classifier: LesionClassifier) -> 
             "role": "negative",
             "n": len(val),
             "refused": float(np.mean([bool(c) for c in val_codes])),
-            "reasons": dict(Counter(c for codes in val_codes for c in codes)),
-            "auroc": None,
+            "auroc_vs_validation": "-",
+            "reasons": _reasons(val_codes),
         }
     ]
+    not_refused: dict[str, list[str]] = {}
     all_pos = []
     for role, source in (("positive", groups), ("shifted", extra)):
         for name, items in source.items():
@@ -183,11 +191,12 @@ def run(data_dir: Path, bad_n: int, seed: int, classifier: LesionClassifier) -> 
                     "role": role,
                     "n": len(items),
                     "refused": float(np.mean([bool(c) for c in codes])),
-                    "reasons": dict(Counter(c for cs in codes for c in cs)),
-                    "auroc": roc_auc(labels, np.r_[val_scores, scores]),
-                    "not_refused": [i for (i, _), c in zip(items, codes, strict=True) if not c][:10],
+                    "auroc_vs_validation": roc_auc(labels, np.r_[val_scores, scores]),
+                    "reasons": _reasons(codes),
                 }
             )
+            if role == "positive":
+                not_refused[name] = [i for (i, _), c in zip(items, codes, strict=True) if not c]
     pos = np.concatenate(all_pos)
     overall = roc_auc(np.r_[np.zeros(len(val_scores)), np.ones(len(pos))], np.r_[val_scores, pos])
     return {
@@ -198,6 +207,16 @@ def run(data_dir: Path, bad_n: int, seed: int, classifier: LesionClassifier) -> 
         "n_positive": len(pos),
         "auroc_all_positives": overall,
         "validation_refused": table[0]["refused"],
+        "not_refused": not_refused,
+        "model_sha256": classifier.sha256,
+        "description": (
+            f"`python -m benchmarks.image_check` (seed {seed}): all {len(pos)} images that must be refused "
+            f"(photographs, documents, bad captures) against the {len(val)} validation images: AUROC {overall:.3f} "
+            f"(goal >= {GOAL_AUROC}); validation images refused {table[0]['refused']:.1%} (goal <= "
+            f"{GOAL_MAX_REFUSED:.0%}). Rows marked 'shifted' are validation images under a device shift, shown "
+            "for how often a shift alone is refused."
+            + ("" if checker.model_checks_used else " Out-of-distribution check OFF: " + "; ".join(checker.notes))
+        ),
         "goal_auroc": GOAL_AUROC,
         "goal_max_refused": GOAL_MAX_REFUSED,
         "rows": table,
@@ -215,8 +234,9 @@ def format_table(result: dict) -> str:
         f"|{'-' * 32}|-------|---------|--------------|---------------|",
     ]
     for row in result["rows"]:
-        auroc = "" if row["auroc"] is None else f"{row['auroc']:.3f}"
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(row["reasons"].items(), key=lambda kv: -kv[1])) or "-"
+        auroc = row["auroc_vs_validation"]
+        auroc = auroc if isinstance(auroc, str) else f"{auroc:.3f}"
+        reasons = row["reasons"]
         label = row["group"] + (" *" if row["role"] == "shifted" else "")
         lines.append(f"| {label:<30} | {row['n']:>5} | {row['refused']:>6.1%} | {auroc:>12} | {reasons} |")
     ok_auc = result["auroc_all_positives"] >= GOAL_AUROC

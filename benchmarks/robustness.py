@@ -13,10 +13,11 @@ the model's threshold. Goal: no shift costs more than 0.03 AUC.
 Images go through the classifier's own `preprocess()` and `predict_arrays()`, so the table
 is right for whatever model is committed (square model 1, 4:3 model 2 with colour constancy).
 The shifts are fixed functions and `--limit` draws its subset with `--seed`, so a run is
-reproduced exactly. `--json` writes the table for the model card generator:
-{"model": {...}, "split", "n", "seed", "goal_max_auc_drop", "rows": [{"shift", "description",
-"malignant_auc", "malignant_auc_drop", "melanoma_vs_nevus_auc", "melanoma_vs_nevus_auc_drop",
-"alert_rate"}, ...]} (a drop is clean minus shifted: positive = worse).
+reproduced exactly. `--json` writes the table for the model card generator
+(`inference.training.model_card` reads inference/models/robustness.json):
+{"model": {...}, "model_sha256", "description", "split", "n", "seed", "goal_max_auc_drop",
+"rows": [{"shift", "description", "malignant_auc", "malignant_auc_drop", "melanoma_vs_nevus_auc",
+"melanoma_vs_nevus_auc_drop", "alert_rate"}, ...]} (a drop is clean minus shifted: positive = worse).
 """
 
 from __future__ import annotations
@@ -109,8 +110,16 @@ def run(
         table.append(row)
         if progress is not None:
             progress(f"{name}: {time.perf_counter() - started:.1f} s")
+    worst = max(table, key=lambda r: max(r["malignant_auc_drop"], r["melanoma_vs_nevus_auc_drop"]))
     return {
         "model": {"name": classifier.name, "version": classifier.version, "sha256": classifier.sha256},
+        "model_sha256": classifier.sha256,
+        "description": (
+            f"Validation split ({len(rows)} images, {dx.count('mel')} melanomas) under fixed synthetic device shifts "
+            "(`python -m benchmarks.robustness --json`); drop = clean AUC minus shifted AUC, positive = worse; "
+            f"goal: no drop above {GOAL_MAX_AUC_DROP}. Worst: {worst['shift']} "
+            f"({max(worst['malignant_auc_drop'], worst['melanoma_vs_nevus_auc_drop']):+.3f})."
+        ),
         "data_dir": str(data_dir),
         "split": split,
         "n": len(rows),
