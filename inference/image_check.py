@@ -10,8 +10,8 @@ classifier's risk for an image may be shown, and if not, why:
     not_dermoscopic      colours or edges no dermoscopic close-up of skin has (a greyscale photo
                          or document, garish saturated colour, dense sharp edges such as text)
     out_of_distribution  the model's pooled features are far from every class of its training
-                         images (class-conditional Mahalanobis distance in a PCA space), or the
-                         logits' energy is unusually high
+                         images (class-conditional Mahalanobis distance in a PCA space), or lie
+                         far outside that space (PCA residual), or the logits' energy is high
 
 The first four are fixed heuristics on the image itself (thresholds set outside the range of
 600 seeded training images, with margin; they need no fitted file). The last needs the
@@ -19,7 +19,7 @@ statistics that `python -m inference.training.fit_image_check --data ../shared/d
 fits on TRAINING images and calibrates on VALIDATION images (so that at most ~1.5 % of the
 validation split is refused); they are committed next to the model as
 `inference/models/image_check.json` (thresholds, sha256 of the arrays, sha256 of the ONNX model
-they were fitted for) and `inference/models/image_check.npy` (the projection). When the file is
+they were fitted for) and `inference/models/image_check.npy` (the PCA space). When the file is
 missing, does not match its recorded sha256, or was fitted for another model file, only the
 heuristics run and the result says so (`model_checks_used=False`, `notes`).
 
@@ -54,7 +54,9 @@ from PIL import Image, ImageOps
 from scipy import ndimage
 
 STATS_FILE = "image_check.json"
-STATS_VERSION = 1
+STATS_VERSION = 2
+# The out-of-distribution scores, each with its own threshold fitted on validation.
+MODEL_SCORES = ("mahalanobis", "pca_residual", "energy")
 # The image is looked at with about the pixel count of the data set's 200 x 150 images, so
 # that the blur and edge measures mean the same for a phone photo and a dermatoscope export.
 WORK_PIXELS = 30_000
@@ -199,55 +201,72 @@ def energy(logits: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FeatureStats:
-    """Class-conditional Gaussian with a tied covariance in a PCA space of the pooled features.
+    """A PCA space of the pooled training features, and two distances from the training data.
 
-    distance(f) = min_c |P (f - mean) - m_c|^2, where P (k x D) projects onto the top-k principal
-    components and whitens by the tied within-class covariance, and m_c are the projected
-    class means. Stored as one float32 array: row 0 the mean, rows 1..k P, then the class means
-    (zero-padded to D).
+    z = V (f - mean), V (k x D) the top-k principal directions (orthonormal rows).
+    - mahalanobis(f) = min_c |W (z - m_c)|^2: class-conditional Gaussians with a tied covariance
+      (Lee et al. 2018); W (k x k) whitens by the within-class covariance, m_c the class means;
+    - residual(f) = |(f - mean) - V'z|: the part of f outside the top-k directions (as in ViM,
+      Wang et al. 2022) - new kinds of images show up there rather than inside the subspace.
+    Stored as one float32 array (1 + 2k + C) x D: the mean, V, W and the class means
+    (both zero-padded to D columns).
     """
 
     mean: np.ndarray
-    projection: np.ndarray
+    basis: np.ndarray
+    whiten: np.ndarray
     class_means: np.ndarray
 
     def to_array(self) -> np.ndarray:
-        k, d = self.projection.shape
-        means = np.zeros((len(self.class_means), d), dtype=np.float32)
+        k, d = self.basis.shape
+        whiten = np.zeros((k, d))
+        whiten[:, :k] = self.whiten
+        means = np.zeros((len(self.class_means), d))
         means[:, :k] = self.class_means
-        return np.vstack([self.mean[None, :], self.projection, means]).astype(np.float32)
+        return np.vstack([self.mean[None, :], self.basis, whiten, means]).astype(np.float32)
 
     @classmethod
     def from_array(cls, array: np.ndarray, components: int, n_classes: int) -> FeatureStats:
-        if array.ndim != 2 or array.shape[0] != 1 + components + n_classes or components > array.shape[1]:
+        k = components
+        if array.ndim != 2 or array.shape[0] != 1 + 2 * k + n_classes or k > array.shape[1]:
             raise ImageCheckStatsError(
-                f"statistics array of shape {array.shape} does not hold 1 + {components} + {n_classes} rows"
+                f"statistics array of shape {array.shape} does not hold 1 + 2 x {k} + {n_classes} rows"
             )
         arr = array.astype(np.float64)
-        return cls(arr[0], arr[1 : 1 + components], arr[1 + components :, :components])
+        return cls(arr[0], arr[1 : 1 + k], arr[1 + k : 1 + 2 * k, :k], arr[1 + 2 * k :, :k])
+
+    def _centred(self, pooled_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.atleast_2d(np.asarray(pooled_features, dtype=np.float64)) - self.mean
+        return x, x @ self.basis.T
 
     def distance(self, pooled_features: np.ndarray) -> np.ndarray:
-        z = (np.atleast_2d(pooled_features) - self.mean) @ self.projection.T
-        d = ((z[:, None, :] - self.class_means[None, :, :]) ** 2).sum(axis=-1)
-        return d.min(axis=1)
+        """Class-conditional Mahalanobis distance (squared) in the PCA space."""
+        _, z = self._centred(pooled_features)
+        w = (z[:, None, :] - self.class_means[None, :, :]) @ self.whiten.T
+        return (w**2).sum(axis=-1).min(axis=1)
+
+    def residual(self, pooled_features: np.ndarray) -> np.ndarray:
+        """Norm of the features outside the PCA space."""
+        x, z = self._centred(pooled_features)
+        return np.linalg.norm(x - z @ self.basis, axis=1)
 
 
-def fit_feature_stats(pooled_features: np.ndarray, labels: np.ndarray, components: int = 32) -> FeatureStats:
+def fit_feature_stats(pooled_features: np.ndarray, labels: np.ndarray, components: int = 64) -> FeatureStats:
     """PCA on the pooled training features, then a tied within-class covariance in that space."""
     x = np.asarray(pooled_features, dtype=np.float64)
     labels = np.asarray(labels)
     mean = x.mean(axis=0)
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     components = min(components, vt.shape[0])
-    z = (x - mean) @ vt[:components].T
+    basis = vt[:components]
+    z = (x - mean) @ basis.T
     classes = np.unique(labels)
     class_means = np.stack([z[labels == c].mean(axis=0) for c in classes])
-    residual = z - class_means[np.searchsorted(classes, labels)]
-    cov = residual.T @ residual / max(1, len(z) - len(classes)) + 1e-6 * np.eye(components)
+    within = z - class_means[np.searchsorted(classes, labels)]
+    cov = within.T @ within / max(1, len(z) - len(classes)) + 1e-6 * np.eye(components)
     evals, evecs = np.linalg.eigh(cov)
-    whiten = (evecs / np.sqrt(evals)).T  # cov^-1/2 up to rotation: |whiten z|^2 = z' cov^-1 z
-    projection = whiten @ vt[:components]
-    return FeatureStats(mean, projection, class_means @ whiten.T)
+    whiten = (evecs / np.sqrt(evals)).T  # |whiten z|^2 = z' cov^-1 z
+    return FeatureStats(mean, basis, whiten, class_means)
 
 
 def default_stats_path(classifier) -> Path:
@@ -298,8 +317,8 @@ class ImageChecker:
                 f"{self.stats_path} was fitted for model sha256 {str(model_sha)[:12]}, not for the loaded "
                 f"model {self.classifier.sha256[:12]}; re-run python -m inference.training.fit_image_check"
             )
-        if set(thresholds) != {"mahalanobis", "energy"} or set(spreads) != set(thresholds):
-            raise ImageCheckStatsError(f"{self.stats_path}: thresholds/spreads must name mahalanobis and energy")
+        if set(thresholds) != set(MODEL_SCORES) or set(spreads) != set(thresholds):
+            raise ImageCheckStatsError(f"{self.stats_path}: thresholds and spreads must name {', '.join(MODEL_SCORES)}")
         if not arrays_path.is_file() or _sha256(arrays_path) != arrays_sha:
             raise ImageCheckStatsError(f"{arrays_path} is missing or does not match its sha256 in {self.stats_path}")
         array = np.load(arrays_path, allow_pickle=False)
@@ -314,8 +333,10 @@ class ImageChecker:
         """Out-of-distribution scores of one image from the classifier's logits (C) and feature maps."""
         if self.feature_stats is None:
             return {}
+        f = pooled(features)
         return {
-            "mahalanobis": float(self.feature_stats.distance(pooled(features))[0]),
+            "mahalanobis": float(self.feature_stats.distance(f)[0]),
+            "pca_residual": float(self.feature_stats.residual(f)[0]),
             "energy": float(energy(logits)),
         }
 
@@ -334,7 +355,7 @@ class ImageChecker:
             model = self.model_scores(np.asarray(logits), np.asarray(features))
             scores.update(model)
             margins["out_of_distribution"] = max(
-                (model[k] - self.thresholds[k]) / self.spreads[k] for k in ("mahalanobis", "energy")
+                (model[k] - self.thresholds[k]) / self.spreads[k] for k in MODEL_SCORES
             )
         # The clearest reason first: a portal that shows one shows that one.
         applying = sorted(((m, code) for code, m in margins.items() if m >= 0), reverse=True)

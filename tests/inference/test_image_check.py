@@ -100,7 +100,7 @@ def test_features_far_from_the_training_data_are_out_of_distribution(checker, cl
     assert not result.assessable
     assert result.codes == ["out_of_distribution"]
     assert result.reasons[0].message.startswith("The image is unlike")
-    assert result.scores["mahalanobis"] > checker.thresholds["mahalanobis"]
+    assert any(result.scores[k] > checker.thresholds[k] for k in ("mahalanobis", "pca_residual"))
 
 
 def test_check_runs_the_model_itself_with_the_same_result(checker, clf, skin):
@@ -165,8 +165,12 @@ def test_fitted_mahalanobis_ranks_far_points_higher_and_round_trips():
     far = stats.distance(centres + 10 * rng.normal(0, 1, (3, 40)))
     assert near.max() < far.min()
     assert np.median(stats.distance(x)) == pytest.approx(8, rel=0.3)  # ~ chi-squared with k dof
+    # A large step in a random direction (mostly outside the 8-d PCA space) raises the residual.
+    off = np.linalg.svd(rng.normal(0, 1, (40, 40)))[0][:, 0] * 20
+    assert (stats.residual(x[:50] + off) > stats.residual(x[:50]).max()).all()
     copy = FeatureStats.from_array(stats.to_array(), 8, 3)
     assert np.allclose(copy.distance(x[:5]), stats.distance(x[:5]), rtol=1e-4)
+    assert np.allclose(copy.residual(x[:5]), stats.residual(x[:5]), rtol=1e-4)
     with pytest.raises(image_check.ImageCheckStatsError):
         FeatureStats.from_array(stats.to_array(), 9, 3)
 
