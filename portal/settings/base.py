@@ -215,6 +215,7 @@ LOGGING = {
         # Celery's "Task ... received" / "succeeded in" pair per task: the tasks log their own result.
         "celery.worker.strategy": {"level": "WARNING"},
         "celery.app.trace": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},  # "Sending due task" every minute otherwise
     },
 }
 
