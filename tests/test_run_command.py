@@ -74,7 +74,8 @@ class Portal:
         self.base_url = base_url
         self.lines: list[str] = []
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         for line in self.process.stdout:  # type: ignore[union-attr]
@@ -160,6 +161,8 @@ def portal(tmp_path):
                     if _alive(pid):
                         os.kill(pid, signal.SIGKILL)
                 raise
+        running.reader.join(timeout=10)
+        process.stdout.close()  # type: ignore[union-attr]
 
 
 def _assets(page: bytes) -> set[str]:
