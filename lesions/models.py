@@ -106,6 +106,10 @@ class Examination(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    synthetic = models.BooleanField(
+        default=False,
+        help_text="A generated demo image (seed_demo without the data set), not a photograph: pages label it.",
+    )
 
     class Meta:
         ordering = ["captured_at", "id"]

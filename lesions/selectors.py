@@ -127,6 +127,7 @@ def alert_queue_for(
             "prediction__model_version",
             "prediction__examination__uuid",
             "prediction__examination__captured_at",
+            "prediction__examination__synthetic",  # the queue labels synthetic demo images
             "decision__decision",
             "decision__follow_up_months",
             "decision__decided_at",

@@ -52,8 +52,10 @@ def examination_upload(
     captured_at: dt.datetime | None = None,
     diameter_mm: Decimal | None = None,
     notes: str = "",
+    synthetic: bool = False,
 ) -> Examination:
-    """Validates the image before anything is written: a rejected upload stores nothing."""
+    """Validates the image before anything is written: a rejected upload stores nothing.
+    `synthetic` marks a generated demo image (seed_demo), which every page then labels."""
     permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, lesion.patient)
     normalised = validate_and_normalise(image, size=image_size)  # raises ValidationError
     if captured_at and captured_at > timezone.now() + dt.timedelta(minutes=5):
@@ -69,6 +71,7 @@ def examination_upload(
             image_width=normalised.width,
             image_height=normalised.height,
             status=Examination.Status.PENDING,
+            synthetic=synthetic,
         )
         exam.image.save("upload", ContentFile(normalised.png_bytes), save=False)
         try:

@@ -9,11 +9,13 @@ CELERY_BROKER_URL switch to PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -24,26 +26,48 @@ PY = BIN / "python"
 
 
 def _say(message: str) -> None:
-    print(f"\033[1m==> {message}\033[0m", flush=True)
+    line = f"==> {message}"
+    print(f"\033[1m{line}\033[0m" if sys.stdout.isatty() else line, flush=True)
 
 
 def _run(*args: str | Path, env: dict[str, str] | None = None, check: bool = True) -> int:
     return subprocess.run([str(a) for a in args], cwd=ROOT, env=env, check=check).returncode
 
 
+def _with_includes(names: list[str]) -> set[str]:
+    """The requirement files named and those they pull in with `-r` (dev.txt includes base.txt)."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in (ROOT / "requirements" / name).read_text().splitlines():
+            if line.startswith("-r "):
+                todo.append(line[3:].strip())
+    return seen
+
+
 def ensure_environment(requirement_files: list[str]) -> None:
+    """Installs the requirement files unless this environment already has them at their current
+    contents (one stamp for all, so `run` after `test` installs nothing: dev.txt includes base.txt)."""
     if sys.version_info[:2] != (3, 11):
         print(f"warning: Dermatrack targets Python 3.11; this is {sys.version.split()[0]}", file=sys.stderr)
     if not PY.exists():
         _say(f"creating virtual environment in {VENV}")
         venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
     digest = hashlib.sha256()
-    for name in requirement_files:
-        digest.update(name.encode())
-        for path in sorted((ROOT / "requirements").glob("*.txt")):
-            digest.update(path.read_bytes())
-    stamp = VENV / f".dermatrack-{'-'.join(Path(n).stem for n in requirement_files)}"
-    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+    for path in sorted((ROOT / "requirements").glob("*.txt")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    stamp = VENV / ".dermatrack-installed"
+    installed: set[str] = set()
+    if stamp.exists():
+        recorded, _, names = stamp.read_text().partition("\n")
+        if recorded == digest.hexdigest():
+            installed = set(names.split())
+    needed = _with_includes(requirement_files)
+    if needed <= installed:
         return
     _say(f"installing {', '.join(requirement_files)}")
     _run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
@@ -51,7 +75,7 @@ def ensure_environment(requirement_files: list[str]) -> None:
     for name in requirement_files:
         args += ["-r", str(ROOT / "requirements" / name)]
     _run(PY, "-m", "pip", "install", "--quiet", *args)
-    stamp.write_text(digest.hexdigest())
+    stamp.write_text(digest.hexdigest() + "\n" + " ".join(sorted(installed | needed)))
 
 
 def _env(settings_module: str) -> dict[str, str]:
@@ -61,42 +85,94 @@ def _env(settings_module: str) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """Runs in each child before exec: on Linux the kernel sends it SIGTERM if this process dies
+    without cleaning up (SIGKILL), so no web server or worker is left behind even then."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _stop(processes: list[subprocess.Popen], grace: float = 15.0) -> None:
+    """SIGTERM to each child (the worker then stops its own pool, finishing the task in hand),
+    then SIGKILL to each child's whole process group, so nothing it started outlives it."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def serve(commands: dict[str, list[str]], env: dict[str, str]) -> int:
+    """Starts each command in a process group of its own and waits. Ctrl-C (SIGINT), SIGTERM
+    or SIGHUP to this process, or any one command ending, stops them all together. The children
+    are kept out of the terminal's process group so that a Ctrl-C reaches them once, from here,
+    rather than racing this process's own shutdown."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        for name, command in commands.items():
+            if received:
+                break
+            processes[name] = subprocess.Popen(
+                command, cwd=ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent
+            )
+        while not received:
+            ended = [name for name, process in processes.items() if process.poll() is not None]
+            if ended:
+                print(f"{ended[0]} exited with status {processes[ended[0]].returncode}; stopping", file=sys.stderr)
+                return processes[ended[0]].returncode or 1
+            time.sleep(0.2)
+        _say("stopping web server and worker")
+        return 0
+    finally:
+        _stop(list(processes.values()))
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_portal() -> int:
     ensure_environment(["base.txt"])
     env = _env("portal.settings.dev")
     host = os.environ.get("DERMATRACK_HOST", "127.0.0.1")
     port = os.environ.get("DERMATRACK_PORT", "8000")
+    var_dir = Path(os.environ.get("DERMATRACK_VAR_DIR", ROOT / "var"))
+    var_dir.mkdir(parents=True, exist_ok=True)
     _say("applying migrations")
-    _run(PY, "manage.py", "migrate", "--noinput", env=env)
+    _run(PY, "manage.py", "migrate", "--noinput", "--verbosity", "0", env=env)
     _say("loading demo data")
     _run(PY, "manage.py", "seed_demo", env=env)
-    _say("starting Celery worker (with the stale-claim sweep)")
-    worker = subprocess.Popen(
-        [
-            str(BIN / "celery"),
-            "-A",
-            "portal.celery",
-            "worker",
-            "--beat",
-            "--loglevel=INFO",
-            "--concurrency=1",
-            "--schedule",
-            str(ROOT / "var" / "celerybeat-schedule"),
-        ],
-        cwd=ROOT,
-        env=env,
+    _say(f"starting web server and Celery worker: http://{host}:{port}/  (Ctrl-C stops both)")
+    return serve(
+        {
+            "Celery worker": [
+                str(BIN / "celery"),
+                "-A",
+                "portal.celery",
+                "worker",
+                "--beat",  # with the stale-claim sweep
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "--schedule",
+                str(var_dir / "celerybeat-schedule"),
+            ],
+            "web server": [str(PY), "manage.py", "runserver", f"{host}:{port}", "--noreload"],
+        },
+        env,
     )
-    _say(f"portal on http://{host}:{port}/  (Ctrl-C stops web server and worker)")
-    try:
-        return _run(PY, "manage.py", "runserver", f"{host}:{port}", "--noreload", env=env, check=False)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
 
 
 def run_tests(extra: list[str]) -> int:

@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "whitenoise.runserver_nostatic",  # runserver leaves static files to WhiteNoise, as gunicorn does
     "django.contrib.staticfiles",
     "rest_framework",
     "guardian",
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files in every setting, whatever DEBUG says
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -119,6 +121,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# WhiteNoise serves /static/ in the process itself, so the run command, the tests and production
+# behave alike with DEBUG off. Here straight from static/ (no collectstatic, edits show on reload);
+# production (settings/prod.py) serves the collected, hashed and compressed copies in STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
 
 # Uploaded images and explanation images are encrypted on disk and never served by URL.
 MEDIA_ROOT = Path(env_str("DERMATRACK_MEDIA_ROOT") or VAR_DIR / "media")
@@ -147,7 +154,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # Celery: with nothing set, a file-based broker under var/ so a fresh checkout runs a real
 # worker with no server. CELERY_BROKER_URL=redis://... for production and CI.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
+# ("localhost" only because kombu warns about a URL without a host; the transport ignores it)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://localhost/"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env_str("DERMATRACK_BROKER_DIR") or VAR_DIR / "broker")
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -205,7 +213,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("DERMATRACK_LOG_LEVEL", "INFO")},
-    "loggers": {"axes": {"level": "WARNING"}},  # one INFO line per login otherwise
+    "loggers": {
+        "axes": {"level": "WARNING"},  # one INFO line per login otherwise
+        # Celery's "Task ... received" / "succeeded in" pair per task: the tasks log their own result.
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.beat": {"level": "WARNING"},  # "Sending due task" every minute otherwise
+    },
 }
 
 DERMATRACK_DEMO_DATA_DIR = env_str("DERMATRACK_DEMO_DATA_DIR", str(BASE_DIR.parent / "shared" / "data" / "ham10000"))

@@ -1,6 +1,7 @@
 """Real-browser tests: Debian's Chromium driven by Playwright against pytest-django's
-live_server. Skipped locally when /usr/bin/chromium is missing; a failure under CI=true.
-Screenshots go to test-artifacts/ (git-ignored)."""
+live_server, with static files served the way production serves them (WhiteNoise, DEBUG off),
+not by the test server's own static handler. Skipped locally when /usr/bin/chromium is missing;
+a failure under CI=true. Screenshots go to test-artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,30 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="session")
+def live_server(request):
+    """pytest-django's live server, less the static-file handler it wraps around the site
+    (StaticLiveServerTestCase's): /static/ then reaches the WhiteNoise middleware with DEBUG
+    off, as under the run command and gunicorn, so a page that needs DEBUG for its CSS or
+    JavaScript fails here."""
+    from django.conf import settings
+    from pytest_django.live_server_helper import LiveServer
+
+    assert not settings.DEBUG
+    server = LiveServer(
+        request.config.getvalue("liveserver") or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS") or "localhost",
+        start=False,
+    )
+    server.thread.static_handler = _no_static_handler
+    server.start()
+    yield server
+    server.stop()
+
+
+def _no_static_handler(application):
+    return application
 
 
 @pytest.fixture(scope="module")
