@@ -11,7 +11,7 @@ from django.core.management import call_command
 from PIL import Image
 
 from lesions.models import Examination
-from portal.management.commands.seed_demo import EXAMINATIONS_PER_LESION, synthetic_lesion_image
+from portal.web.management.commands.seed_demo import EXAMINATIONS_PER_LESION, synthetic_lesion_image
 
 
 def test_synthetic_images_are_deterministic_and_lesion_like():
@@ -57,7 +57,7 @@ def test_the_label_shows_only_for_synthetic_examinations(template):
 
 
 def test_real_images_are_used_when_the_data_set_is_there(tmp_path):
-    from portal.management.commands.seed_demo import _demo_images
+    from portal.web.management.commands.seed_demo import _demo_images
 
     assert _demo_images(tmp_path) == {}
     assert _demo_images(Path("/nonexistent")) == {}

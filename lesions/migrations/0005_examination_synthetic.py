@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('lesions', '0003_triage_decision_and_thumbnails'),
+        ('lesions', '0004_explanation'),
     ]
 
     operations = [
