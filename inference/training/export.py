@@ -629,7 +629,9 @@ def main(argv: list[str] | None = None) -> dict:
                 }
                 for e in epochs
             ],
-            "reproduce_command": f"python -m inference.training.build --data {args.data} {reproduce_args}".strip(),
+            "reproduce_command": (
+                f"python -m inference.training.build --data {args.data} --version {args.version} {reproduce_args}"
+            ).strip(),
         },
         "software": {
             "torch": torch.__version__,
