@@ -201,6 +201,24 @@ def examination_create(request, lesion_uuid):
     return render(request, "lesions/lesion_detail.html", _lesion_context(request.user, lesion, form), status=400)
 
 
+UNREADABLE_UPLOAD = (
+    "The upload could not be read. The usual cause is a very long file name: rename the file "
+    "to something short and upload it again."
+)
+
+
+def examination_upload_unreadable(request, lesion_uuid):
+    """Django could not parse the upload's multipart body (MultiPartParserError: a part's
+    headers over 1 KB, i.e. a file name of ~900+ characters) before any view ran. Shows the
+    lesion page with the reason on the upload form instead of a bare "Bad Request (400)".
+    Writes nothing: the request never passed the CSRF check."""
+    lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
+    form = ExaminationUploadForm(data={})
+    form.is_valid()  # bound and empty: "required" on the image, replaced by the real reason
+    form.errors["image"] = form.error_class([UNREADABLE_UPLOAD])
+    return render(request, "lesions/lesion_detail.html", _lesion_context(request.user, lesion, form), status=400)
+
+
 def _current_explanations(exam) -> dict:
     """kind -> Explanation for the model that made the latest prediction."""
     prediction = latest_prediction(exam)

@@ -151,6 +151,11 @@ DERMATRACK_MAX_IMAGE_PIXELS = env_int("DERMATRACK_MAX_IMAGE_PIXELS", 40_000_000)
 DERMATRACK_MIN_IMAGE_SIDE = env_int("DERMATRACK_MIN_IMAGE_SIDE", 64)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# The client's file name never reaches the file system or a log (portal/uploads.py).
+FILE_UPLOAD_HANDLERS = [
+    "portal.uploads.NamelessMemoryFileUploadHandler",
+    "portal.uploads.NamelessTemporaryFileUploadHandler",
+]
 
 # Celery: with nothing set, a file-based broker under var/ so a fresh checkout runs a real
 # worker with no server. CELERY_BROKER_URL=redis://... for production and CI.

@@ -65,3 +65,5 @@ urlpatterns = [
     path("", include("portal.web.privacy.urls")),
     path("admin/", admin.site.urls),
 ]
+
+handler400 = "portal.views.bad_request"

@@ -1,5 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect, render
 
 from lesions.forms import AlertFilterForm
@@ -65,3 +67,20 @@ def dashboard(request):
             "model": model_info(),
         },
     )
+
+
+def bad_request(request, exception):
+    """handler400. A multipart body Django cannot parse (a file name of ~900+ characters makes a
+    part's headers exceed Django's 1 KB limit) fails before any view, in the CSRF check; on the
+    upload form it gets the form back with the reason, elsewhere a page that says what to do."""
+    unreadable = isinstance(exception, MultiPartParserError)
+    match = getattr(request, "resolver_match", None)
+    user = getattr(request, "user", None)
+    if unreadable and match and match.view_name == "lesions:examination-create" and user and user.is_authenticated:
+        from lesions.views import examination_upload_unreadable
+
+        try:
+            return examination_upload_unreadable(request, **match.kwargs)
+        except (Http404, PermissionDenied):
+            pass
+    return render(request, "400.html", {"unreadable_upload": unreadable}, status=400)
