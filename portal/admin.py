@@ -4,7 +4,7 @@ edited through the admin; it goes through the services that audit and grant acce
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from portal import permissions
+from portal import permissions, services
 from portal.models import AuditEntry, Clinic, User
 
 
@@ -25,6 +25,23 @@ class PortalUserAdmin(UserAdmin):
         super().save_model(request, obj, form, change)
         # A new dermatologist or staff member sees their clinic's patients at once.
         permissions.clinic_member_add(obj)
+
+    # "Delete" deactivates a user the audit trail names (portal.services.user_remove): the
+    # trail's actor is PROTECTed, so the confirmation page must not present the entries as
+    # an obstacle, nor list them as going away.
+    def get_deleted_objects(self, objs, request):
+        objs = list(objs)
+        if any(AuditEntry.objects.filter(actor=o).exists() for o in objs):
+            return [f"{o.username} (deactivated, not deleted: the audit trail names them)" for o in objs], {}, set(), []
+        return super().get_deleted_objects(objs, request)
+
+    def delete_model(self, request, obj):
+        outcome = services.user_remove(actor=request.user, user=obj)
+        self.message_user(request, f"{obj.username} was {outcome}.")
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            services.user_remove(actor=request.user, user=user)
 
 
 @admin.register(AuditEntry)

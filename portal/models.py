@@ -58,7 +58,9 @@ class AuditEntry(models.Model):
     """
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="audit_entries")
+    # PROTECT: deleting a user must not rewrite who did what (SET_NULL did, around the
+    # append-only guard). Users named here are deactivated instead (portal.services.user_remove).
+    actor = models.ForeignKey(User, null=True, on_delete=models.PROTECT, related_name="audit_entries")
     actor_username = models.CharField(max_length=150, blank=True)
     action = models.CharField(max_length=64, db_index=True)
     target_type = models.CharField(max_length=64)

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from portal import permissions
 from portal.audit import audit_record
-from portal.models import Clinic, Role, User
+from portal.models import AuditEntry, Clinic, Role, User
 
 
 @transaction.atomic
@@ -47,3 +47,19 @@ def user_create(
     permissions.clinic_member_add(user)
     audit_record(actor=actor, action="user.create", target=None)
     return user
+
+
+@transaction.atomic
+def user_remove(*, actor: User | None, user: User) -> str:
+    """What "delete" means for an account. While any audit entry names the user, the account is
+    deactivated (no login, no password) and kept, so the trail still says who did what; only an
+    account no entry names is deleted. Returns "deactivated" or "deleted"."""
+    if AuditEntry.objects.filter(actor=user).exists():
+        user.is_active = False
+        user.set_unusable_password()
+        user.save(update_fields=["is_active", "password"])
+        audit_record(actor=actor, action="user.deactivate", target=None)
+        return "deactivated"
+    user.delete()
+    audit_record(actor=actor, action="user.delete", target=None)
+    return "deleted"

@@ -194,7 +194,13 @@ def test_erasure_leaves_no_row_and_no_file_of_the_patient(
     assert not Alert.objects.filter(lesion_id=lesion.pk).exists()
     assert not Explanation.objects.filter(pk=explanation.pk).exists()
     assert not Consent.objects.filter(patient_id=patient.pk).exists()
-    assert not User.objects.filter(pk=account_id).exists()
+    # The patient's own reads are in the trail, so their login stays only as a tombstone that
+    # names nobody (issue #11: audit actors are PROTECTed, never nulled).
+    tombstone = User.objects.get(pk=account_id)
+    assert not tombstone.is_active
+    assert not tombstone.has_usable_password()
+    assert tombstone.username.startswith("erased-")
+    assert (tombstone.email, tombstone.first_name, tombstone.last_name) == ("", "", "")
     assert permissions.patient_permission_rows(patient) == 0
     # No file of the patient remains; the neighbour's files do.
     assert _media_files(settings) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 import zipfile
 from collections import defaultdict
 from pathlib import PurePosixPath
@@ -22,7 +23,7 @@ from django.utils import timezone
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
-from portal.models import Role, User
+from portal.models import AuditEntry, Role, User
 
 EXPORT_FORMAT = "dermatrack-patient-export"
 EXPORT_VERSION = 1
@@ -187,7 +188,8 @@ def patient_erase(*, actor: User, patient: Patient) -> dict[str, int]:
 
 
 def _account_erase(account: User) -> None:
-    """The patient's login, with its sessions, lockout records and OTP devices."""
+    """The patient's login, with its sessions, lockout records and OTP devices. Deleted, or, while
+    audit entries name it, reduced to a tombstone that identifies nobody."""
     from axes.models import AccessAttempt, AccessFailureLog, AccessLog
     from django.contrib.sessions.models import Session
 
@@ -196,4 +198,16 @@ def _account_erase(account: User) -> None:
     for session in Session.objects.all().iterator():
         if str(session.get_decoded().get("_auth_user_id")) == str(account.pk):
             session.delete()
+    if AuditEntry.objects.filter(actor=account).exists():
+        # The trail's entries keep pointing at this row (actor is PROTECTed); what stays is a
+        # tombstone that names nobody: random username, no name, address, password or devices.
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        TOTPDevice.objects.filter(user=account).delete()
+        account.username = f"erased-{uuid.uuid4().hex}"
+        account.first_name = account.last_name = account.email = ""
+        account.is_active = False
+        account.set_unusable_password()
+        account.save()
+        return
     account.delete()
