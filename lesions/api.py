@@ -4,6 +4,8 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from inference.model_info import current_model_info
+from lesions import guidance
 from lesions.models import BodySite
 from lesions.selectors import (
     examination_get_for,
@@ -38,6 +40,17 @@ class PredictionOutputSerializer(serializers.Serializer):
     top_class = serializers.CharField()
 
 
+class PlainLanguageResultSerializer(serializers.Serializer):
+    """What a patient gets for their own examination: the words of their lesion page, never
+    the class probabilities, risk or heatmaps meant for clinicians."""
+
+    level = serializers.CharField()
+    summary = serializers.CharField(source="short")
+    headline = serializers.CharField()
+    what_to_do = serializers.CharField()
+    how_soon = serializers.CharField()
+
+
 class ExaminationOutputSerializer(serializers.Serializer):
     uuid = serializers.UUIDField()
     lesion = serializers.UUIDField(source="lesion.uuid")
@@ -49,11 +62,28 @@ class ExaminationOutputSerializer(serializers.Serializer):
     image_width = serializers.IntegerField()
     image_height = serializers.IntegerField()
     prediction = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
+
+    def _for_patient(self, exam) -> bool:
+        request = self.context.get("request")
+        return request is not None and exam.lesion.patient.account_id == request.user.pk
 
     @extend_schema_field(PredictionOutputSerializer(allow_null=True))
     def get_prediction(self, exam):
+        if self._for_patient(exam):
+            return None
         prediction = latest_prediction(exam)
         return PredictionOutputSerializer(prediction).data if prediction else None
+
+    @extend_schema_field(PlainLanguageResultSerializer(allow_null=True))
+    def get_result(self, exam):
+        """Only for the patient's own examinations (clinicians read `prediction`)."""
+        if not self._for_patient(exam):
+            return None
+        prediction = latest_prediction(exam)
+        threshold = (current_model_info() or {}).get("alert_threshold")
+        found = guidance.for_risk(prediction.risk if prediction else None, threshold, status=exam.status)
+        return PlainLanguageResultSerializer(found).data
 
 
 class PatientLesionListApi(APIView):
@@ -105,7 +135,7 @@ class LesionExaminationListApi(APIView):
     def get(self, request, lesion_uuid):
         lesion = lesion_get_for(user=request.user, lesion_uuid=lesion_uuid)
         exams = examination_list_for(user=request.user, lesion=lesion)
-        return Response(ExaminationOutputSerializer(exams, many=True).data)
+        return Response(ExaminationOutputSerializer(exams, many=True, context={"request": request}).data)
 
     @extend_schema(
         operation_id="lesion_examinations_create", request=InputSerializer, responses={201: ExaminationOutputSerializer}
@@ -118,11 +148,13 @@ class LesionExaminationListApi(APIView):
         upload = values.pop("image")
         exam = examination_upload(actor=request.user, lesion=lesion, image=upload, image_size=upload.size, **values)
         exam = examination_get_for(user=request.user, examination_uuid=exam.uuid, audit=False)
-        return Response(ExaminationOutputSerializer(exam).data, status=status.HTTP_201_CREATED)
+        return Response(
+            ExaminationOutputSerializer(exam, context={"request": request}).data, status=status.HTTP_201_CREATED
+        )
 
 
 class ExaminationDetailApi(APIView):
     @extend_schema(operation_id="examinations_retrieve", responses=ExaminationOutputSerializer)
     def get(self, request, examination_uuid):
         exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
-        return Response(ExaminationOutputSerializer(exam).data)
+        return Response(ExaminationOutputSerializer(exam, context={"request": request}).data)

@@ -278,6 +278,8 @@ def examination_status(request, examination_uuid):
 @require_GET
 def explanation_image(request, examination_uuid, kind):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
+    if exam.lesion.patient.account_id == request.user.pk:
+        raise Http404("No such explanation.")  # heatmaps are for clinicians (as on the pages)
     explanation = _current_explanations(exam).get(kind)
     if explanation is None or explanation.status != "done" or not explanation.image:
         raise Http404("No such explanation.")

@@ -100,23 +100,27 @@ def referral_centre_add(**fields) -> ReferralCentre:
     return centre
 
 
-@transaction.atomic
 def emergency_access_grant(*, actor: User, clinic: Clinic, medical_record_number: str, reason: str) -> EmergencyAccess:
-    """A dermatologist opens a record outside their clinic for a limited time, with a reason."""
+    """A dermatologist opens a record outside their clinic for a limited time, with a reason.
+    A request for a number the clinic does not have is audited (flagged) too: probing for
+    records is exactly what the trail must show."""
     permissions.require_can_break_glass(actor)
     reason = reason.strip()
     if len(reason) < 20:
         raise ValidationError({"reason": "Describe the emergency in at least 20 characters."})
     patient = patient_find_by_mrn(clinic=clinic, medical_record_number=medical_record_number.strip())
     if patient is None:
+        # Committed on its own, before the error: the caller's transaction must not roll it back.
+        audit_record(actor=actor, action="emergency_access.not_found", target=clinic, flagged=True)
         raise ValidationError({"medical_record_number": "No record with this number at that clinic."})
-    grant = EmergencyAccess(
-        user=actor,
-        patient=patient,
-        reason=reason,
-        expires_at=timezone.now() + dt.timedelta(minutes=settings.DERMATRACK_EMERGENCY_ACCESS_MINUTES),
-    )
-    grant.full_clean()
-    grant.save()
-    audit_record(actor=actor, action="emergency_access.grant", target=grant, patient=patient, flagged=True)
+    with transaction.atomic():
+        grant = EmergencyAccess(
+            user=actor,
+            patient=patient,
+            reason=reason,
+            expires_at=timezone.now() + dt.timedelta(minutes=settings.DERMATRACK_EMERGENCY_ACCESS_MINUTES),
+        )
+        grant.full_clean()
+        grant.save()
+        audit_record(actor=actor, action="emergency_access.grant", target=grant, patient=patient, flagged=True)
     return grant

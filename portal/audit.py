@@ -30,7 +30,10 @@ class RequestContextMiddleware:
             }
         )
         try:
-            return self.get_response(request)
+            response = self.get_response(request)
+            if response.status_code == 404:
+                audit_denied(request)
+            return response
         finally:
             _request_context.reset(token)
 
@@ -64,4 +67,28 @@ def audit_record(
         ip_address=context.get("ip") or None,
         user_agent=context.get("user_agent", ""),
         flagged=flagged,
+    )
+
+
+def audit_denied(request: HttpRequest) -> AuditEntry | None:
+    """A logged-in user asked for a record by UUID and got 404: not theirs to see, or not there
+    (the answer is the same on purpose). The trail names what was asked for, by its UUID only."""
+    user = getattr(request, "user", None)
+    match = getattr(request, "resolver_match", None)
+    if not getattr(user, "is_authenticated", False) or match is None:
+        return None
+    asked = [(name.removesuffix("_uuid"), str(value)) for name, value in match.kwargs.items() if name.endswith("_uuid")]
+    if not asked:
+        return None
+    kind, uuid = asked[-1]  # the innermost: /lesions/<lesion_uuid>/... names the lesion
+    context = _request_context.get() or {}
+    return AuditEntry.objects.create(
+        actor=user,
+        actor_username=audit_actor_name(user),
+        action=f"{kind}.denied",
+        target_type=kind,
+        target_uuid=uuid[:36],
+        ip_address=context.get("ip") or None,
+        user_agent=context.get("user_agent", ""),
+        flagged=True,
     )

@@ -149,6 +149,11 @@ BLIND_INDEX_KEY = load_or_create_key_list(
 DERMATRACK_MAX_UPLOAD_BYTES = env_int("DERMATRACK_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
 DERMATRACK_MAX_IMAGE_PIXELS = env_int("DERMATRACK_MAX_IMAGE_PIXELS", 40_000_000)
 DERMATRACK_MIN_IMAGE_SIDE = env_int("DERMATRACK_MIN_IMAGE_SIDE", 64)
+# Memory bounds for decoding (lesions/imaging.py; benchmarks/upload_memory.py measures them):
+# refuse what would take more than this to decode, and keep at most this many pixels a side.
+DERMATRACK_MAX_DECODED_BYTES = env_int("DERMATRACK_MAX_DECODED_BYTES", 160_000_000)
+DERMATRACK_MAX_STORED_SIDE = env_int("DERMATRACK_MAX_STORED_SIDE", 4096)
+DERMATRACK_MAX_ASPECT_RATIO = env_int("DERMATRACK_MAX_ASPECT_RATIO", 10)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # The client's file name never reaches the file system or a log (portal/uploads.py).
