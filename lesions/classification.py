@@ -123,6 +123,19 @@ def requeue_stale_examinations() -> list[int]:
     return sorted(running + forgotten)
 
 
+def requeue_stale_explanations() -> list[int]:
+    """Examinations whose explanations are still PENDING past the claim limit: the explain task
+    died with its worker (or its message was lost). Returns their ids and restarts the clock, so
+    each is sent once per limit. A duplicate is harmless: explanation_compute is idempotent."""
+    from lesions.models import Explanation
+
+    stale_before = timezone.now() - dt.timedelta(seconds=settings.DERMATRACK_STALE_CLAIM_SECONDS)
+    stale = Explanation.objects.filter(status=Explanation.Status.PENDING, updated_at__lt=stale_before)
+    ids = sorted(set(stale.values_list("examination_id", flat=True)))
+    stale.update(updated_at=timezone.now())
+    return ids
+
+
 def enqueue_classification(examination_id: int) -> bool:
     """Sends the classification task; a broker outage is logged, never raised into the request
     that saved the examination (the periodic sweep sends it later)."""

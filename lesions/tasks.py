@@ -87,10 +87,14 @@ def _mark_failed(examination_id: int, kind: str, reason: str) -> None:
 
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=60)
 def requeue_stale_examinations_task() -> int:
+    """The sweep (beat, every 60 s): every kind of work a dead worker can leave behind."""
     ids = classification.requeue_stale_examinations()
     for examination_id in ids:
         classify_examination_task.delay(examination_id)
-    return len(ids)
+    explained = classification.requeue_stale_explanations()
+    for examination_id in explained:
+        explain_examination_task.delay(examination_id)
+    return len(ids) + len(explained)
 
 
 @shared_task(
@@ -105,4 +109,5 @@ def notify_alert_task(self, alert_id: int) -> None:
     try:
         services.alert_notify(alert_id=alert_id)
     except (SMTPException, ConnectionError, TimeoutError) as exc:
-        raise self.retry(exc=exc, countdown=min(300, 2**self.request.retries * 30))
+        # At most CELERY_TASK_MAX_RETRY_COUNTDOWN: a longer ETA outlives the visibility timeout (a duplicate mail).
+        raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries * 15))

@@ -164,6 +164,11 @@ FILE_UPLOAD_HANDLERS = [
 
 # Celery: with nothing set, a file-based broker under var/ so a fresh checkout runs a real
 # worker with no server. CELERY_BROKER_URL=redis://... for production and CI.
+# The hard limit of any task (each task's own time_limit is at most this) and the longest
+# countdown a retry waits; the broker's visibility timeout is derived from both, below.
+CELERY_TASK_SOFT_TIME_LIMIT = 120
+CELERY_TASK_TIME_LIMIT = 180
+CELERY_TASK_MAX_RETRY_COUNTDOWN = 60
 # ("localhost" only because kombu warns about a URL without a host; the transport ignores it)
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://localhost/"
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -175,13 +180,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    # An unacknowledged task (its worker died) is delivered again after this many seconds.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("DERMATRACK_BROKER_VISIBILITY_TIMEOUT", 3600)}
-    if env_int("DERMATRACK_BROKER_RESTORE_SECONDS", 0):  # how often workers look for such tasks (kombu: ~100 s)
-        CELERY_BROKER_TRANSPORT_OPTIONS |= {
-            "unacked_restore_interval": env_int("DERMATRACK_BROKER_RESTORE_SECONDS", 0),
-            "unacked_restore_throttle": 1,
-        }
+    # An unacknowledged task (its worker died) is delivered again after this many seconds. It
+    # must outlast the longest a task can legitimately stay unacknowledged (the hard time limit,
+    # plus the longest retry countdown a worker holds a message for), or a slow task would run
+    # twice; any longer only delays recovery. 3600 s left a killed LIME task pending for an hour.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int(
+            "DERMATRACK_BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + CELERY_TASK_MAX_RETRY_COUNTDOWN + 60
+        ),
+        # How often workers look for such tasks.
+        "unacked_restore_interval": env_int("DERMATRACK_BROKER_RESTORE_SECONDS", 60),
+        "unacked_restore_throttle": 1,
+    }
 CELERY_TASK_IGNORE_RESULT = True  # the row carries the status, never the result backend
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
@@ -189,8 +199,6 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = 120
-CELERY_TASK_TIME_LIMIT = 180
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -201,7 +209,8 @@ CELERY_BEAT_SCHEDULE = {
 # backend unless DJANGO_EMAIL_BACKEND is set, below). DERMATRACK_BASE_URL builds the link.
 DERMATRACK_ALERT_EMAILS = env_bool("DERMATRACK_ALERT_EMAILS", False)
 DERMATRACK_BASE_URL = env_str("DERMATRACK_BASE_URL") or "http://127.0.0.1:8000"
-# A RUNNING claim older than this is presumed lost with its worker and goes back to the queue.
+# A RUNNING claim, or a PENDING examination or explanation, older than this is presumed lost
+# with its worker (or its message) and goes back to the queue (the sweep, every 60 s).
 DERMATRACK_STALE_CLAIM_SECONDS = env_int("DERMATRACK_STALE_CLAIM_SECONDS", 300)
 # The classifier's folder (ONNX file, CAM weights, metadata JSON): the one place that says which
 # model the portal runs; lesions.risk hands it to the inference library.
