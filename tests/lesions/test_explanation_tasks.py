@@ -81,14 +81,15 @@ def test_explanation_images_are_served_only_to_those_who_may_see_the_exam(
     explain_examination_task(classified.pk)
     for kind in ("cam", "lime"):
         url = f"/examinations/{classified.uuid}/explanations/{kind}/"
-        for client in (patient_client, clinician_client):
-            response = client.get(url)
-            assert response.status_code == 200
-            assert response["Content-Type"] == "image/png"
-            assert "no-store" in response["Cache-Control"]
+        response = clinician_client.get(url)
+        assert response.status_code == 200
+        assert response["Content-Type"] == "image/png"
+        assert "no-store" in response["Cache-Control"]
+        # Heatmaps are for clinicians; the patient's own pages are in plain language (issue #11).
+        assert patient_client.get(url).status_code == 404
         assert other_patient_client.get(url).status_code == 404
         assert outside_client.get(url).status_code == 404
-    assert patient_client.get(f"/examinations/{classified.uuid}/explanations/nonsense/").status_code == 404
+    assert clinician_client.get(f"/examinations/{classified.uuid}/explanations/nonsense/").status_code == 404
 
 
 def test_examination_page_shows_overlays_and_the_triage_aid_statement(classified, clinician_client):
