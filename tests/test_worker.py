@@ -131,11 +131,17 @@ def test_upload_is_classified_by_a_real_worker(
     assert raw_probabilities.startswith("gAAAAA")
     assert raw_risk.startswith("gAAAAA")
 
-    client.force_login(patient.account)
+    client.force_login(clinic_staff)
     body = client.get(f"/api/examinations/{exam_uuid}/").json()
     assert body["status"] == "done"
     assert abs(sum(body["prediction"]["probabilities"].values()) - 1) < 1e-3
     assert 0 <= body["prediction"]["malignancy_risk"] <= 1
+
+    # The patient gets the result in plain language, not the model's output (issue #11).
+    client.force_login(patient.account)
+    body = client.get(f"/api/examinations/{exam_uuid}/").json()
+    assert body["prediction"] is None
+    assert body["result"]["level"] in ("low", "elevated", "high")
 
     client.force_login(other_patient_user)
     assert client.get(f"/api/examinations/{exam_uuid}/").status_code == 404
