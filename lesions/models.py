@@ -130,7 +130,7 @@ class Prediction(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     probabilities = EncryptedJSONField()
     malignancy_risk = EncryptedCharField(max_length=32)
-    top_class = models.CharField(max_length=16)
+    top_class = EncryptedCharField(max_length=16)  # a diagnosis-like label is health data (issue #11)
 
     class Meta:
         ordering = ["-created_at", "-id"]
