@@ -168,8 +168,8 @@ def child_web(workdir: Path, case: str) -> dict:
 
 def child_worker(workdir: Path, examination_id: int) -> dict:
     _setup_django(workdir)
-    from inference.tasks import classify_examination_task, explain_examination_task
     from lesions.models import Examination
+    from lesions.tasks import classify_examination_task, explain_examination_task
 
     warm = (
         Examination.objects.filter(status=Examination.Status.PENDING).exclude(pk=examination_id).order_by("pk").first()

@@ -4,9 +4,9 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference.model_info import current_model_info
 from lesions import guidance
 from lesions.models import BodySite
+from lesions.risk import alert_threshold
 from lesions.selectors import (
     examination_get_for,
     examination_list_for,
@@ -81,7 +81,7 @@ class ExaminationOutputSerializer(serializers.Serializer):
         if not self._for_patient(exam):
             return None
         prediction = latest_prediction(exam)
-        threshold = (current_model_info() or {}).get("alert_threshold")
+        threshold = alert_threshold()
         found = guidance.for_risk(prediction.risk if prediction else None, threshold, status=exam.status)
         return PlainLanguageResultSerializer(found).data
 

@@ -66,4 +66,4 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "portal.views.bad_request"
+handler400 = "portal.web.views.bad_request"

@@ -20,8 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from inference.models import Explanation
-from lesions.models import Alert, Prediction
+from lesions.models import Alert, Explanation, Prediction
 from lesions.services import examination_upload, lesion_add, triage_decide
 from portal.audit import audit_record
 from tests.factories import PatientFactory, png_bytes
@@ -84,7 +83,7 @@ def _manage(env, *args):
 
 
 def _portal(clinic, clinician, clinic_staff, monkeypatch):
-    monkeypatch.setattr("inference.services.enqueue_classification", lambda examination_id: True)
+    monkeypatch.setattr("lesions.classification.enqueue_classification", lambda examination_id: True)
     names = []
     for n in range(2):
         patient = PatientFactory(clinic=clinic, family_name=f"Quackenbush{n}")
@@ -147,7 +146,7 @@ def test_backup_restores_into_a_fresh_installation_that_decrypts(
     assert result["names"] == names
     assert result["image_hashes_match"]
     assert len(result["files"]) == 4
-    for label in ("patients.patient", "lesions.examination", "lesions.prediction", "inference.explanation",
+    for label in ("patients.patient", "lesions.examination", "lesions.prediction", "lesions.explanation",
                   "lesions.alert", "lesions.triagedecision", "portal.auditentry", "portal.user"):  # fmt: skip
         model = __import__("django.apps", fromlist=["apps"]).apps.get_model(label)
         assert result["rows"][label] == model._base_manager.count(), label

@@ -36,7 +36,7 @@ def decrypt(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("lesions", "0003_triage_decision_and_thumbnails")]
+    dependencies = [("lesions", "0004_explanation")]
 
     operations = [
         migrations.AlterField(model_name="prediction", name="top_class", field=portal.crypto.EncryptedCharField()),
