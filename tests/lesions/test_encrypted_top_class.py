@@ -28,7 +28,7 @@ def test_top_class_is_stored_encrypted(lesion):
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_encrypts_existing_plaintext_labels(lesion):
     executor = MigrationExecutor(connection)
-    executor.migrate([("lesions", "0004_explanation")])
+    executor.migrate([("lesions", "0005_examination_synthetic")])
     try:
         # A row written before the change: its label in plaintext.
         prediction = PredictionFactory.build(examination__lesion=lesion)

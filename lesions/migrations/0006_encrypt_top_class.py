@@ -36,7 +36,7 @@ def decrypt(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("lesions", "0004_explanation")]
+    dependencies = [("lesions", "0005_examination_synthetic")]
 
     operations = [
         migrations.AlterField(model_name="prediction", name="top_class", field=portal.crypto.EncryptedCharField()),
