@@ -179,8 +179,7 @@ def measure(out: Path, uploads: int) -> None:
     django.setup()
     import datetime as dt
 
-    from inference.models import Explanation
-    from lesions.models import Examination, Prediction
+    from lesions.models import Examination, Explanation, Prediction
     from lesions.services import examination_upload, lesion_add
     from patients.services import patient_register
     from portal.models import Role
