@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from portal.crypto import EncryptedCharField, EncryptedDateField, EncryptedTextField
 from portal.models import Clinic
@@ -137,3 +138,25 @@ class EmergencyAccess(models.Model):
 
     def __str__(self) -> str:
         return f"Emergency access {self.uuid}"
+
+
+class PatientUserObjectPermission(UserObjectPermissionBase):
+    """A grant on one patient record to one account (the patient's own login), with a real
+    foreign key: guardian finds this model by the `content_object` FK and then joins on an
+    integer instead of casting every record id to text (the generic table's `object_pk`).
+    Rows go when the record goes (CASCADE). Written and read only by portal.permissions."""
+
+    content_object = models.ForeignKey(Patient, on_delete=models.CASCADE, db_index=False)  # indexed below
+
+    class Meta(UserObjectPermissionBase.Meta):
+        # "Which grants name this record?": the probe behind every visibility filter.
+        indexes = [models.Index(fields=["content_object", "permission"], name="patient_uop_object_idx")]
+
+
+class PatientGroupObjectPermission(GroupObjectPermissionBase):
+    """A grant on one patient record to one clinic role group (see PatientUserObjectPermission)."""
+
+    content_object = models.ForeignKey(Patient, on_delete=models.CASCADE, db_index=False)  # indexed below
+
+    class Meta(GroupObjectPermissionBase.Meta):
+        indexes = [models.Index(fields=["content_object", "permission", "group"], name="patient_gop_object_idx")]

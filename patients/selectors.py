@@ -21,9 +21,7 @@ def patient_list_for(*, user: User) -> QuerySet[Patient]:
     return _visible(user)
 
 
-def patient_get_for(
-    *, user: User, patient_uuid: object, perm: str = permissions.VIEW, audit: bool = True
-) -> Patient:
+def patient_get_for(*, user: User, patient_uuid: object, perm: str = permissions.VIEW, audit: bool = True) -> Patient:
     """404 unless the user may see the record; 403 unless they also hold `perm` (a write)."""
     patient = permissions.get_visible_or_404(_visible(user), uuid=patient_uuid)
     if audit:

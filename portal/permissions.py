@@ -92,24 +92,21 @@ def visible_patient_condition(user: Any, perm: str = VIEW, *, patient_field: str
     """The rows of `visible_patients`, as a filter for any queryset that reaches the patient
     id through `patient_field` (e.g. "lesion__patient_id" on alerts).
 
-    A correlated EXISTS on the object-permission rows, answered with one index probe per row:
-    on a big table read in another order (the triage queue, by risk) the database can stop
-    after the first page instead of first joining every record the user may see."""
-    from django.contrib.contenttypes.models import ContentType
-    from django.db.models import CharField, Exists, OuterRef
-    from django.db.models.functions import Cast
-    from guardian.models import GroupObjectPermission, UserObjectPermission
+    A correlated EXISTS on the object-permission rows, answered with one index probe per row
+    on the direct (foreign-key) grant tables: on a big table read in another order (the triage
+    queue, by risk) the database can stop after the first page instead of first joining every
+    record the user may see."""
+    from django.db.models import Exists, OuterRef
 
-    Patient = _records()
+    PatientGroupObjectPermission = _records("PatientGroupObjectPermission")
+    PatientUserObjectPermission = _records("PatientUserObjectPermission")
     if not getattr(user, "is_authenticated", False):
         return Q(pk__in=[])
     if user.is_superuser:  # as visible_patients(with_superuser=True): every record
         return Q()
-    content_type = ContentType.objects.get_for_model(Patient)
-    object_pk = Cast(OuterRef(patient_field), CharField())
-    rows = {"content_type": content_type, "permission__codename": perm, "object_pk": object_pk}
-    condition = Q(Exists(GroupObjectPermission.objects.filter(group__user=user, **rows))) | Q(
-        Exists(UserObjectPermission.objects.filter(user=user, **rows))
+    rows = {"permission__codename": perm, "content_object_id": OuterRef(patient_field)}
+    condition = Q(Exists(PatientGroupObjectPermission.objects.filter(group__user=user, **rows))) | Q(
+        Exists(PatientUserObjectPermission.objects.filter(user=user, **rows))
     )
     if perm == VIEW and user.role == Role.DERMATOLOGIST:
         condition |= Q(**{f"{patient_field}__in": _emergency_patient_ids(user)})
@@ -160,26 +157,35 @@ def is_emergency_access(user: Any, patient: Any) -> bool:
     return _emergency_patient_ids(user).filter(patient_id=patient.pk).exists()
 
 
-def patient_access_revoke_all(patient: Any) -> None:
-    """Erasure: remove every object-permission row (user and group) that names this record."""
+def _grant_rows(patient: Any) -> list[QuerySet]:
+    """Every object-permission row that names this record: the direct tables, and guardian's
+    generic tables in case anything ever wrote a patient grant there (it should not)."""
     from django.contrib.contenttypes.models import ContentType
-    from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
+    from guardian.models import GroupObjectPermission, UserObjectPermission
 
-    content_type = ContentType.objects.get_for_model(patient)
-    for model in (get_user_obj_perms_model(), get_group_obj_perms_model()):
-        model.objects.filter(content_type=content_type, object_pk=str(patient.pk)).delete()
+    PatientGroupObjectPermission = _records("PatientGroupObjectPermission")
+    PatientUserObjectPermission = _records("PatientUserObjectPermission")
+
+    content_type = ContentType.objects.get_for_model(type(patient))
+    generic = {"content_type": content_type, "object_pk": str(patient.pk)}
+    return [
+        PatientUserObjectPermission.objects.filter(content_object_id=patient.pk),
+        PatientGroupObjectPermission.objects.filter(content_object_id=patient.pk),
+        UserObjectPermission.objects.filter(**generic),
+        GroupObjectPermission.objects.filter(**generic),
+    ]
+
+
+def patient_access_revoke_all(patient: Any) -> None:
+    """Erasure: remove every object-permission row (user and group) that names this record.
+    (Deleting the record would cascade on the direct tables; this does not rely on it.)"""
+    for rows in _grant_rows(patient):
+        rows.delete()
 
 
 def patient_permission_rows(patient: Any) -> int:
     """How many object-permission rows still name this record (for erasure checks)."""
-    from django.contrib.contenttypes.models import ContentType
-    from guardian.utils import get_group_obj_perms_model, get_user_obj_perms_model
-
-    content_type = ContentType.objects.get_for_model(type(patient))
-    return sum(
-        model.objects.filter(content_type=content_type, object_pk=str(patient.pk)).count()
-        for model in (get_user_obj_perms_model(), get_group_obj_perms_model())
-    )
+    return sum(rows.count() for rows in _grant_rows(patient))
 
 
 def get_visible_or_404(queryset: QuerySet[M], **lookup: Any) -> M:

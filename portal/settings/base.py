@@ -178,6 +178,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu's virtual transports sleep this long when the queue is empty (default 1 s):
+        # each of an upload's two hops (classify, then explain) waited up to that long.
+        # Listing a folder ten times a second costs the idle worker well under 1 % of a core.
+        "polling_interval": env_int("DERMATRACK_BROKER_POLL_MS", 100) / 1000,
     }
 else:
     # An unacknowledged task (its worker died) is delivered again after this many seconds. It

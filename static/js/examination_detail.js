@@ -22,7 +22,13 @@
   const waiting = ["pending", "running"].includes(panel.dataset.status) || panel.dataset.explanationsPending === "true";
   if (!waiting) return;
   const url = panel.dataset.statusUrl;
-  let delay = 1000;
+  // Quick polls while a result is likely close (prediction ~1 s, heatmaps ~2 s after upload),
+  // then slower ones so a stuck queue does not cost a request every half second.
+  const started = Date.now();
+  const nextDelay = () => {
+    const waited = Date.now() - started;
+    return waited < 20000 ? 500 : waited < 60000 ? 2000 : 10000;
+  };
   async function poll() {
     try {
       const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
@@ -38,8 +44,7 @@
         }
       }
     } catch (e) { /* network blip: try again */ }
-    delay = Math.min(delay * 1.5, 10000);
-    setTimeout(poll, delay);
+    setTimeout(poll, nextDelay());
   }
-  setTimeout(poll, delay);
+  setTimeout(poll, 500);
 })();

@@ -1,10 +1,18 @@
-// Lesion page: while examinations are waiting for analysis, poll their status and reload
-// once they are all finished, so the timeline, chart and change show the new results.
+// Lesion page: while examinations are waiting for analysis, poll their status and reload as
+// soon as one of them finishes, so each result shows as it lands (timeline, chart, change).
+// Quick polls while the worker is likely busy with it (a prediction takes about a second),
+// then slower ones so a stuck queue does not cost the server a request every half second.
 (function () {
   "use strict";
   var pending = Array.prototype.slice.call(document.querySelectorAll("[data-status-url]"));
   if (!pending.length) return;
-  var delay = 2000;
+  var started = Date.now();
+  function nextDelay() {
+    var waited = Date.now() - started;
+    if (waited < 20000) return 500;
+    if (waited < 60000) return 2000;
+    return 10000;
+  }
   function poll() {
     Promise.all(
       pending.map(function (el) {
@@ -19,10 +27,9 @@
           .catch(function () { return false; });
       })
     ).then(function (done) {
-      if (done.every(Boolean)) { window.location.reload(); return; }
-      delay = Math.min(delay * 1.5, 15000);
-      window.setTimeout(poll, delay);
+      if (done.some(Boolean)) { window.location.reload(); return; }
+      window.setTimeout(poll, nextDelay());
     });
   }
-  window.setTimeout(poll, delay);
+  window.setTimeout(poll, 500);
 })();

@@ -28,7 +28,11 @@ from portal.models import AuditEntry, Role, User
 EXPORT_FORMAT = "dermatrack-patient-export"
 EXPORT_VERSION = 1
 # Not part of the patient's record even though they point at it: access-control bookkeeping.
-_NOT_EXPORTED = {"patients.emergencyaccess"}
+_NOT_EXPORTED = {
+    "patients.emergencyaccess",
+    "patients.patientuserobjectpermission",
+    "patients.patientgroupobjectpermission",
+}
 
 
 # --- the record graph ------------------------------------------------------------------------
