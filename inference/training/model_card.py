@@ -167,7 +167,7 @@ def _robustness(models_dir: Path, meta: dict) -> str:
     return intro + "\n\n" + _table(header, body)
 
 
-def _image_check(models_dir: Path) -> str:
+def _image_check(models_dir: Path, meta: dict) -> str:
     path = models_dir / IMAGE_CHECK_REPORT_FILE
     if not path.is_file():
         return (
@@ -175,6 +175,8 @@ def _image_check(models_dir: Path) -> str:
             "close-up, far from the training data); its measured performance is not recorded for this model yet."
         )
     report = json.loads(path.read_text())
+    if report.get("model_sha256") not in (None, meta["sha256"]):
+        return "The stored image-check table belongs to another model file; re-run `benchmarks/image_check.py`."
     rows = report.get("rows", [])
     text = report.get("description", "")
     if rows:
@@ -293,7 +295,7 @@ def render_model_card(meta: dict, models_dir: Path) -> str:
             [[f"**{c}**", *row] for c, row in zip(classes, v["confusion_matrix"], strict=True)],
         ),
         "robustness": _robustness(models_dir, meta),
-        "image_check": _image_check(models_dir),
+        "image_check": _image_check(models_dir, meta),
         "calibration": _calibration(meta),
         "export": _export(meta),
         "files": "\n".join(
