@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from lesions.models import Alert, BodySite, Examination, Lesion, TriageDecision
+from lesions.models import Alert, BodySite, Examination, Explanation, Lesion, TriageDecision
 from patients.models import Patient
 from tests.browser.conftest import PHONE, fits_phone_width, images_loaded, login, shot
 from tests.conftest import DATA_DIR, IN_CI
@@ -353,3 +353,21 @@ def test_patient_cannot_open_another_patients_pages(new_page, patient, other_pat
     shot(page, "patient-07-other-patients-page-404")
     page.goto("/")
     assert "Oddington" in page.content() or page.get_by_role("heading", name="Your skin check record").is_visible()
+
+
+def test_heatmap_overlay_lies_exactly_over_the_image(new_page, clinician, alert_case):
+    """Reproduces issue #10's finding: the overlays ran 7 px past the photo's bottom edge (an
+    inline image left a descender gap in the viewer the layers are sized to)."""
+    if not Explanation.objects.filter(status=Explanation.Status.DONE).exists():
+        pytest.skip("no committed model: no heatmap to lay over the image")
+    page = new_page()
+    login(page, clinician.username)
+    exam = alert_case.prediction.examination
+    page.goto(reverse("lesions:examination-detail", kwargs={"examination_uuid": exam.uuid}))
+    page.locator('input[name="layer"]:not([value="none"]):not([disabled])').first.check()
+    base = page.locator("#viewer img.base").bounding_box()
+    layer = page.locator("#viewer img.layer:not([hidden])").first.bounding_box()
+    assert base is not None and layer is not None
+    for key in ("x", "y", "width", "height"):
+        assert abs(base[key] - layer[key]) < 0.5, (key, base, layer)
+    assert page.js_errors == []
