@@ -367,7 +367,8 @@ def test_heatmap_overlay_lies_exactly_over_the_image(new_page, clinician, alert_
     page.locator('input[name="layer"]:not([value="none"]):not([disabled])').first.check()
     base = page.locator("#viewer img.base").bounding_box()
     layer = page.locator("#viewer img.layer:not([hidden])").first.bounding_box()
-    assert base is not None and layer is not None
+    assert base is not None
+    assert layer is not None
     for key in ("x", "y", "width", "height"):
         assert abs(base[key] - layer[key]) < 0.5, (key, base, layer)
     assert page.js_errors == []
