@@ -43,20 +43,26 @@ def _png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+# The explained class is a diagnosis-like label, so it goes in the encrypted summary only;
+# `params` (plaintext) keeps the method's settings.
+EXPLAINED_CLASS_KEYS = ("class_index", "class_name")
+
+
+def _settings_only(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in EXPLAINED_CLASS_KEYS}
+
+
 def _compute(kind: str, classifier, image: Image.Image) -> tuple[bytes, dict, dict]:
     if kind == Explanation.Kind.CAM:
         cam = explanations.compute_cam(classifier, image)
         overlay = explanations.heatmap_rgba(cam.heatmap, image.size)
-        params = {
-            "method": "cam",
-            "class_index": cam.class_index,
-            "class_name": cam.class_name,
-            "feature_grid": list(cam.heatmap.shape),
-        }
-        return _png(overlay), params, {"class_name": cam.class_name}
+        params = {"method": "cam", "feature_grid": list(cam.heatmap.shape)}
+        return _png(overlay), params, {"class_index": cam.class_index, "class_name": cam.class_name}
     lime = explanations.explain_lime(classifier, image)
     overlay = lime.render(image)
-    return _png(overlay), {"method": "lime", **lime.params}, lime.to_dict()
+    summary = lime.to_dict()
+    summary["params"] = _settings_only(summary["params"])
+    return _png(overlay), {"method": "lime", **_settings_only(lime.params)}, summary
 
 
 def explanation_compute(*, examination_id: int, kind: str, force: bool = False) -> Explanation:

@@ -219,7 +219,8 @@ class Explanation(models.Model):
     """A visual explanation of one examination's prediction by one model file.
 
     The image is an overlay at display size, encrypted on disk like the examination image.
-    `summary` (LIME weights, explained class) is encrypted; `params` holds only settings.
+    `summary` (LIME weights, explained class) is encrypted; `params` holds only the method's
+    settings, never the explained class (a diagnosis-like label is health data).
     """
 
     class Kind(models.TextChoices):

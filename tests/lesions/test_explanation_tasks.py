@@ -44,7 +44,10 @@ def test_explain_task_stores_both_overlays_encrypted(classified, settings):
             assert overlay.size == (classified.image_width, classified.image_height)
     assert rows["lime"].params["segmentation"] == "slic"
     assert rows["lime"].params["seed"] == 0
-    assert rows["cam"].params["class_name"] == prediction.top_class
+    assert rows["cam"].summary["class_name"] == prediction.top_class
+    # Reproduces issue #11 item 3 (the class name sat in plaintext params): the explained class is health data: encrypted in the summary, never in the plaintext params.
+    for row in rows.values():
+        assert not set(row.params) & {"class_name", "class_index"}
     assert len(rows["lime"].summary["weights"]) == rows["lime"].params["n_segments_found"]
 
 
