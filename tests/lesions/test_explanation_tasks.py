@@ -45,7 +45,8 @@ def test_explain_task_stores_both_overlays_encrypted(classified, settings):
     assert rows["lime"].params["segmentation"] == "slic"
     assert rows["lime"].params["seed"] == 0
     assert rows["cam"].summary["class_name"] == prediction.top_class
-    # Reproduces issue #11 item 3 (the class name sat in plaintext params): the explained class is health data: encrypted in the summary, never in the plaintext params.
+    # Reproduces issue #11 item 3 (the class name sat in plaintext params): the explained class is
+    # health data, encrypted in the summary, never in the plaintext params.
     for row in rows.values():
         assert not set(row.params) & {"class_name", "class_index"}
     assert len(rows["lime"].summary["weights"]) == rows["lime"].params["n_segments_found"]
