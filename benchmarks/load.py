@@ -16,6 +16,18 @@ Prints throughput, p50/p95/p99 per request kind and overall, errors, and the che
 goal (>= 100 page views/s with p95 <= 300 ms, 0 errors, 0 lost uploads). Exit status 1 on
 errors or lost uploads. The load generator is this one process (threads with keep-alive HTTP
 connections, standard library only), so it shares the machine's cores with what it measures.
+
+    python benchmarks/load.py --chaos 15 --duration 60 --users 4
+
+--chaos N also runs `celery beat` (the stale-claim sweep) and SIGKILLs the worker every N seconds
+of the run, restarting it a second later as a supervisor would. Recovery is only visible in a short
+run if its clocks are short, so chaos mode lowers them (and prints them): visibility timeout 60 s,
+unacked restore every 10 s, stale claims after 30 s, a sweep every 15 s (--chaos-visibility,
+--chaos-restore, --chaos-stale, --chaos-sweep; the defaults are 300, 60, 300 and 60 s). Afterwards
+every upload must have exactly one prediction and exactly one finished explanation of each kind,
+and no alert twice; it prints upload -> prediction and upload -> explanations p50/p95 from the
+rows' timestamps, how many kills found a classification running and how many classifications
+were claimed more than once. Exit status 1 on a lost or duplicated result.
 """
 
 from __future__ import annotations
@@ -83,6 +95,13 @@ def prepare_environment(args, workdir: Path) -> dict[str, str]:
         DERMATRACK_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )
+    if args.chaos:
+        env.update(
+            DERMATRACK_BROKER_VISIBILITY_TIMEOUT=str(args.chaos_visibility),
+            DERMATRACK_BROKER_RESTORE_SECONDS=str(args.chaos_restore),
+            DERMATRACK_STALE_CLAIM_SECONDS=str(args.chaos_stale),
+            DERMATRACK_SWEEP_SECONDS=str(args.chaos_sweep),
+        )
     os.environ.update(env)
     return env
 
@@ -175,8 +194,8 @@ def _jpeg(rng: random.Random, width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-def start_services(args, env: dict[str, str], workdir: Path) -> list[subprocess.Popen]:
-    procs = []
+def start_services(args, env: dict[str, str], workdir: Path, procs: list[subprocess.Popen]) -> None:
+    """Appends each process to `procs` as it starts, so that a failure half-way stops the rest."""
     redis_dir = workdir / "redis"
     redis_dir.mkdir()
     procs.append(
@@ -200,27 +219,24 @@ def start_services(args, env: dict[str, str], workdir: Path) -> list[subprocess.
     )
     _wait_port(args.redis_port)
     bin_dir = Path(sys.executable).parent
-    procs.append(
-        subprocess.Popen(
-            [
-                "nice",
-                "-n",
-                str(args.worker_nice),
-                str(bin_dir / "celery"),
-                "-A",
-                "portal.celery",
-                "worker",
-                "--pool=solo",
-                "--loglevel=WARNING",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=open(workdir / "worker.log", "w"),  # noqa: SIM115 - the child owns it
-            stderr=subprocess.STDOUT,
+    if args.chaos:
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(bin_dir / "celery"),
+                    "-A",
+                    "portal.celery",
+                    "beat",
+                    "--loglevel=WARNING",
+                    "--schedule",
+                    str(workdir / "celerybeat-schedule"),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=open(workdir / "beat.log", "w"),  # noqa: SIM115 - the child owns it
+                stderr=subprocess.STDOUT,
+            )
         )
-    )
     procs.append(
         subprocess.Popen(
             [
@@ -246,7 +262,71 @@ def start_services(args, env: dict[str, str], workdir: Path) -> list[subprocess.
         )
     )
     _wait_port(args.port)
-    return procs
+
+
+class Worker:
+    """The Celery worker, restartable: what a supervisor (systemd, Kubernetes) does after a crash."""
+
+    def __init__(self, args, env: dict[str, str], workdir: Path) -> None:
+        self.command = [
+            "nice",
+            "-n",
+            str(args.worker_nice),
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "portal.celery",
+            "worker",
+            "--pool=solo",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        self.env = env
+        self.log = open(workdir / "worker.log", "a")  # noqa: SIM115 - closed in stop()
+        self.proc: subprocess.Popen | None = None
+        self.kills = 0
+        self.start()
+
+    def start(self) -> None:
+        # A session of its own, so that SIGKILL reaches the whole group (nice execs celery).
+        self.proc = subprocess.Popen(
+            self.command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def kill_and_restart(self, delay: float) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.kills += 1
+        self.proc.wait(timeout=30)
+        time.sleep(delay)
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def run_chaos(worker: Worker, args, stop_at: float, busy_kills: list[int]) -> None:
+    """SIGKILL the worker every args.chaos seconds until the load stops; note whether a
+    classification was claimed at that moment (the kill then interrupts real work)."""
+    from django.db import connection
+
+    from lesions.models import Examination
+
+    try:
+        while time.monotonic() + args.chaos < stop_at:
+            time.sleep(args.chaos)
+            if Examination.objects.filter(status=Examination.Status.RUNNING).exists():
+                busy_kills.append(1)
+            worker.kill_and_restart(args.chaos_restart_delay)
+    finally:
+        connection.close()
 
 
 # --- virtual users ---------------------------------------------------------------------------
@@ -438,6 +518,73 @@ def check_uploads(uploads: list[str], timeout: float) -> tuple[int, int, int]:
         time.sleep(2)
 
 
+def check_results(uploads: list[str], timeout: float) -> dict:
+    """Chaos mode: wait until every upload has its prediction and both explanations are finished
+    (done or failed), then count what is missing or doubled and the latencies from the rows."""
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.db.models import Count
+
+    from lesions.models import Alert, Examination, Explanation, Prediction
+
+    ids = [uuid.UUID(u) for u in uploads]
+    exams = Examination.objects.filter(uuid__in=ids)
+    deadline = time.monotonic() + timeout
+    while True:
+        with_prediction = exams.filter(predictions__isnull=False).distinct().count()
+        finished = (
+            Explanation.objects.filter(examination__in=exams)
+            .exclude(status=Explanation.Status.PENDING)
+            .values("examination_id")
+            .annotate(n=Count("id"))
+            .filter(n=2)
+            .count()
+        )
+        if (with_prediction == len(ids) and finished == len(ids)) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    created = dict(exams.values_list("pk", "created_at"))
+    predictions = defaultdict(list)
+    for exam_id, at in Prediction.objects.filter(examination__in=exams).values_list("examination_id", "created_at"):
+        predictions[exam_id].append(at)
+    done = defaultdict(list)
+    for exam_id, kind, at in Explanation.objects.filter(
+        examination__in=exams, status=Explanation.Status.DONE
+    ).values_list("examination_id", "kind", "updated_at"):
+        done[exam_id].append((kind, at))
+    alerts_doubled = (
+        Alert.objects.filter(prediction__examination__in=exams)
+        .values("prediction_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .count()
+    )
+    result = {
+        "uploads": len(ids),
+        "stored": len(created),
+        "one_prediction": sum(1 for pk in created if len(predictions[pk]) == 1),
+        "no_prediction": sum(1 for pk in created if not predictions[pk]),
+        "several_predictions": sum(1 for pk in created if len(predictions[pk]) > 1),
+        "explained": sum(1 for pk in created if sorted(k for k, _ in done[pk]) == ["cam", "lime"]),
+        "explanations_failed": Explanation.objects.filter(
+            examination__in=exams, status=Explanation.Status.FAILED
+        ).count(),
+        "explanations_pending": Explanation.objects.filter(
+            examination__in=exams, status=Explanation.Status.PENDING
+        ).count(),
+        "alerts_doubled": alerts_doubled,
+        "claimed_again": exams.filter(attempts__gt=1).count(),
+        "to_prediction": [(min(predictions[pk]) - at).total_seconds() for pk, at in created.items() if predictions[pk]],
+        "to_explained": [
+            (max(t for _, t in done[pk]) - at).total_seconds() for pk, at in created.items() if len(done[pk]) == 2
+        ],
+    }
+    connection.close()
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=16)
@@ -455,25 +602,48 @@ def main() -> int:
     )
     parser.add_argument("--database", default="dermatrack_load")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and database")
+    parser.add_argument("--chaos", type=float, default=0, help="SIGKILL the worker every N seconds (0: never)")
+    parser.add_argument("--chaos-restart-delay", type=float, default=1)
+    parser.add_argument("--chaos-visibility", type=int, default=60)
+    parser.add_argument("--chaos-restore", type=int, default=10)
+    parser.add_argument("--chaos-stale", type=int, default=30)
+    parser.add_argument("--chaos-sweep", type=int, default=15)
     args = parser.parse_args()
+    if args.chaos < 0 or (args.chaos and args.chaos < 2):
+        parser.error("--chaos must be 0 (off) or at least 2 seconds")
+    if args.users < 2:
+        parser.error("--users must be at least 2 (one dermatologist, one uploader)")
     args.port = _free_port()
     args.redis_port = _free_port()
 
     workdir = Path(tempfile.mkdtemp(prefix="dermatrack-load-"))
     procs: list[subprocess.Popen] = []
+    worker: Worker | None = None
     try:
         env = prepare_environment(args, workdir)
         print(f"seeding {args.users} users, {args.patients} patients ...", flush=True)
         data = seed(args)
-        procs = start_services(args, env, workdir)
+        start_services(args, env, workdir, procs)
+        worker = Worker(args, env, workdir)
         stats = Stats()
         stop_at = time.monotonic() + args.warmup + args.duration
         threads = [
             threading.Thread(target=run_user, args=(u, data, args, stats, stop_at, n), daemon=True)
             for n, u in enumerate(data["users"])
         ]
+        busy_kills: list[int] = []
+        if args.chaos:
+            print(
+                f"chaos: SIGKILL the worker every {args.chaos:g} s, restart after {args.chaos_restart_delay:g} s; "
+                f"LOWERED for a short run: DERMATRACK_BROKER_VISIBILITY_TIMEOUT={args.chaos_visibility} "
+                f"DERMATRACK_BROKER_RESTORE_SECONDS={args.chaos_restore} "
+                f"DERMATRACK_STALE_CLAIM_SECONDS={args.chaos_stale} DERMATRACK_SWEEP_SECONDS={args.chaos_sweep} "
+                "(defaults 300, 60, 300, 60)",
+                flush=True,
+            )
+            threads.append(threading.Thread(target=run_chaos, args=(worker, args, stop_at, busy_kills), daemon=True))
         print(
-            f"running {len(threads)} users for {args.warmup:.0f}+{args.duration:.0f} s against gunicorn "
+            f"running {len(data['users'])} users for {args.warmup:.0f}+{args.duration:.0f} s against gunicorn "
             f"({args.gunicorn_workers} workers x {args.threads} threads) ...",
             flush=True,
         )
@@ -492,7 +662,14 @@ def main() -> int:
             f"\nwaiting up to {args.drain_timeout:.0f} s for the worker to classify {len(stats.uploads)} uploads ...",
             flush=True,
         )
-        one, missing, several = check_uploads(stats.uploads, args.drain_timeout)
+        drain_started = time.monotonic()
+        if args.chaos:
+            chaos = check_results(stats.uploads, args.drain_timeout)
+            one, missing, several = chaos["one_prediction"], chaos["no_prediction"], chaos["several_predictions"]
+            missing += chaos["uploads"] - chaos["stored"]
+        else:
+            one, missing, several = check_uploads(stats.uploads, args.drain_timeout)
+        drained = time.monotonic() - drain_started
 
         pages = [v for k, vs in stats.latency.items() if k in PAGE_KINDS for v in vs]
         page_errors = sum(n for k, n in stats.errors.items() if k in PAGE_KINDS)
@@ -522,12 +699,40 @@ def main() -> int:
             (f"errors == 0 ({all_errors})", bool(pages) and all_errors == 0),
             (f"lost uploads == 0 ({missing + several})", missing + several == 0),
         ]
+        chaos_ok = True
+        if args.chaos:
+            lost = missing + (chaos["uploads"] - chaos["explained"])
+            doubled = several + chaos["alerts_doubled"]
+            chaos_ok = lost == 0 and doubled == 0
+            print(
+                f"\nchaos: {worker.kills} SIGKILLs of the worker ({len(busy_kills)} while a classification was "
+                f"claimed); {chaos['claimed_again']} classifications claimed more than once; drained in "
+                f"{drained:.0f} s\n"
+                f"  uploads {chaos['uploads']}, stored {chaos['stored']}: exactly one prediction {one}, none "
+                f"{missing}, more than one {several}; both explanations done {chaos['explained']} "
+                f"(failed {chaos['explanations_failed']}, still pending {chaos['explanations_pending']}); "
+                f"alerts raised twice {chaos['alerts_doubled']}"
+            )
+            print(f"  {'latency':<24}{'n':>6}{'p50 s':>9}{'p95 s':>9}{'max s':>9}")
+            for label, values in (
+                ("upload -> prediction", chaos["to_prediction"]),
+                ("upload -> explanations", chaos["to_explained"]),
+            ):
+                top = max(values) if values else float("nan")
+                print(
+                    f"  {label:<24}{len(values):>6}{_pct(values, 50) / 1000:>9.1f}{_pct(values, 95) / 1000:>9.1f}"
+                    f"{top:>9.1f}"
+                )
+            goals.append((f"lost results == 0 ({lost}), duplicated == 0 ({doubled})", chaos_ok))
         print("\ngoal (2 cores):")
         for text, ok in goals:
             print(f"  {'PASS' if ok else 'MISS'}  {text}")
-        print(f"  cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-        return 0 if pages and all_errors == 0 and missing + several == 0 else 1
+        one_min, five_min, fifteen_min = os.getloadavg()
+        print(f"  cores: {os.cpu_count()}, load average {one_min:.1f} {five_min:.1f} {fifteen_min:.1f}")
+        return 0 if pages and all_errors == 0 and missing + several == 0 and chaos_ok else 1
     finally:
+        if worker is not None:
+            worker.stop()
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -206,8 +206,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The sweep's period; benchmarks/load.py --chaos lowers it (with the two broker settings above
+# and DERMATRACK_STALE_CLAIM_SECONDS) so that a one-minute run shows recovery.
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-examinations": {"task": "lesions.tasks.requeue_stale_examinations_task", "schedule": 60.0},
+    "requeue-stale-examinations": {
+        "task": "lesions.tasks.requeue_stale_examinations_task",
+        "schedule": float(env_int("DERMATRACK_SWEEP_SECONDS", 60)),
+    },
 }
 # New high-risk alerts e-mail the clinic's dermatologists (no PHI in the message; console
 # backend unless DJANGO_EMAIL_BACKEND is set, below). DERMATRACK_BASE_URL builds the link.
