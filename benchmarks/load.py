@@ -615,6 +615,10 @@ def main() -> int:
         parser.error("--users must be at least 2 (one dermatologist, one uploader)")
     args.port = _free_port()
     args.redis_port = _free_port()
+    # SIGTERM (and SIGINT, which a shell ignores in background jobs) run the cleanup below:
+    # without this the scratch database, redis, gunicorn and the worker outlive the run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
     workdir = Path(tempfile.mkdtemp(prefix="dermatrack-load-"))
     procs: list[subprocess.Popen] = []
