@@ -205,16 +205,27 @@ def examination_thumbnail_get_for(*, user: User, examination_uuid: object) -> Ex
 def alert_queue_page_for(*, user: User, start: int, size: int, **filters) -> list[Alert]:
     """One page of the triage queue; the read of the list is audited here."""
     alerts = list(alert_queue_for(user=user, **filters)[start : start + size])
-    audit_record(actor=user, action="alert.list")
+    # The page's rows, their patients and the examinations whose thumbnails it shows.
+    shown = {
+        "alert": alerts,
+        "patient": [a.lesion.patient for a in alerts],
+        "examination": [a.prediction.examination for a in alerts],
+    }
+    audit_record(actor=user, action="alert.list", shown=shown)
     return alerts
 
 
 def lesion_examinations_for(*, user: User, lesion: Lesion) -> list[Examination]:
     """A lesion's examinations, oldest first, with their predictions (newest first) and
-    explanations, in three queries whatever their number."""
-    return list(
+    explanations, in three queries whatever their number. Audited once with the examinations
+    listed (the lesion pages show each one's thumbnail, which is not audited per image)."""
+    exams = list(
         examination_list_for(user=user, lesion=lesion).prefetch_related("explanations").order_by("captured_at", "id")
     )
+    audit_record(
+        actor=user, action="examination.list", target=lesion, patient=lesion.patient, shown={"examination": exams}
+    )
+    return exams
 
 
 def examination_pair_for(
@@ -285,7 +296,7 @@ FOLLOW_UP_STATUSES = (Lesion.Status.MONITORING, Lesion.Status.REFERRED, Lesion.S
 def follow_ups_due_for(*, user: User, within_days: int = 7) -> list[Lesion]:
     """Lesions the user may see whose follow-up is overdue or due within `within_days`,
     soonest first. One query, and no patient field decrypted: `follow_up_patients_for`
-    fetches the names of only the patients a page shows."""
+    fetches the names of only the patients a page shows, and audits what it shows."""
     until = timezone.localdate() + dt.timedelta(days=within_days)
     lesions = list(
         Lesion.objects.filter(patient__in=permissions.visible_patients(user))
@@ -293,16 +304,26 @@ def follow_ups_due_for(*, user: User, within_days: int = 7) -> list[Lesion]:
         .only("uuid", "body_site", "status", "next_follow_up", "patient_id")
         .order_by("next_follow_up", "patient_id", "id")
     )
-    audit_record(actor=user, action="follow_up.list")
     return lesions
 
 
-def follow_up_patients_for(*, user: User, patient_ids: list[int]) -> dict[int, Patient]:
-    """id -> patient (uuid and name only) for the follow-up list. One query."""
-    patients = Patient.objects.filter(permissions.visible_patient_condition(user), pk__in=patient_ids).only(
-        "uuid", "given_name", "family_name"
+def follow_up_patients_for(*, user: User, lesions: list[Lesion]) -> dict[int, Patient]:
+    """id -> patient (uuid and name only) for the lesions the follow-up list shows (from
+    `follow_ups_due_for`, cut to the page). One query; the audit entry names those lesions
+    and their patients."""
+    patients = {
+        p.pk: p
+        for p in Patient.objects.filter(
+            permissions.visible_patient_condition(user), pk__in={lesion.patient_id for lesion in lesions}
+        ).only("uuid", "given_name", "family_name")
+    }
+    shown_lesions = [lesion for lesion in lesions if lesion.patient_id in patients]
+    audit_record(
+        actor=user,
+        action="follow_up.list",
+        shown={"patient": [patients[lesion.patient_id] for lesion in shown_lesions], "lesion": shown_lesions},
     )
-    return {p.pk: p for p in patients}
+    return patients
 
 
 def latest_decisions_by_lesion(*, lesions: list[Lesion]) -> dict[int, TriageDecision]:

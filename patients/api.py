@@ -48,7 +48,9 @@ class PatientListApi(APIView):
     )
     def get(self, request):
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(patient_list_for(user=request.user), request, view=self)
+        page = patient_list_for(
+            user=request.user, paginate=lambda qs: paginator.paginate_queryset(qs, request, view=self) or []
+        )
         return paginator.get_paginated_response(PatientOutputSerializer(page, many=True).data)
 
     @extend_schema(operation_id="patients_create", request=InputSerializer, responses={201: PatientOutputSerializer})

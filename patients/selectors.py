@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from django.db.models import QuerySet
 
 from patients.models import EmergencyAccess, Patient, ReferralCentre
@@ -15,10 +17,12 @@ def _visible(user: User) -> QuerySet[Patient]:
     return permissions.visible_patients(user).select_related("clinic").order_by("-created_at")
 
 
-def patient_list_for(*, user: User) -> QuerySet[Patient]:
-    """The records the user may see; the list read is audited here."""
-    audit_record(actor=user, action="patient.list")
-    return _visible(user)
+def patient_list_for(*, user: User, paginate: Callable[[QuerySet[Patient]], Iterable[Patient]]) -> list[Patient]:
+    """One page of the records the user may see, newest first. `paginate` cuts the page (a
+    slice, DRF's paginator); the audit entry names exactly the records on it, by UUID."""
+    page = list(paginate(_visible(user)))
+    audit_record(actor=user, action="patient.list", shown={"patient": page})
+    return page
 
 
 def patient_get_for(*, user: User, patient_uuid: object, perm: str = permissions.VIEW, audit: bool = True) -> Patient:

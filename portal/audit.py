@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -48,9 +49,34 @@ def audit_actor_name(actor: Any) -> str:
     return actor.username
 
 
+def _shown_uuids(shown: Mapping[str, Iterable[Any]] | None) -> dict[str, list[str]]:
+    """{"patient": [<Patient>, ...]} -> {"patient": ["<uuid>", ...]}: each record by its random
+    UUID, once, in page order. Anything without a UUID is refused rather than stored, so that
+    no name or record number can reach the trail through this field."""
+    out: dict[str, list[str]] = {}
+    for kind, records in (shown or {}).items():
+        uuids: list[str] = []
+        for record in records:
+            value = record if isinstance(record, uuid.UUID) else getattr(record, "uuid", None)
+            if not isinstance(value, uuid.UUID):
+                raise TypeError(f"audit 'shown' takes records with a UUID, got {type(record).__name__}")
+            if str(value) not in uuids:
+                uuids.append(str(value))
+        if uuids:
+            out[kind] = uuids
+    return out
+
+
 def audit_record(
-    *, actor: Any, action: str, target: Any = None, patient: Any = None, flagged: bool = False
+    *,
+    actor: Any,
+    action: str,
+    target: Any = None,
+    patient: Any = None,
+    flagged: bool = False,
+    shown: Mapping[str, Iterable[Any]] | None = None,
 ) -> AuditEntry:
+    """One entry. `shown` is for list pages: the records on the page, by kind."""
     context = _request_context.get() or {}
     actor_obj = actor if getattr(actor, "is_authenticated", False) else None
     if patient is not None and actor_obj is not None and not flagged:
@@ -67,6 +93,7 @@ def audit_record(
         ip_address=context.get("ip") or None,
         user_agent=context.get("user_agent", ""),
         flagged=flagged,
+        shown=_shown_uuids(shown),
     )
 
 
@@ -80,14 +107,14 @@ def audit_denied(request: HttpRequest) -> AuditEntry | None:
     asked = [(name.removesuffix("_uuid"), str(value)) for name, value in match.kwargs.items() if name.endswith("_uuid")]
     if not asked:
         return None
-    kind, uuid = asked[-1]  # the innermost: /lesions/<lesion_uuid>/... names the lesion
+    kind, asked_uuid = asked[-1]  # the innermost: /lesions/<lesion_uuid>/... names the lesion
     context = _request_context.get() or {}
     return AuditEntry.objects.create(
         actor=user,
         actor_username=audit_actor_name(user),
         action=f"{kind}.denied",
         target_type=kind,
-        target_uuid=uuid[:36],
+        target_uuid=asked_uuid[:36],
         ip_address=context.get("ip") or None,
         user_agent=context.get("user_agent", ""),
         flagged=True,

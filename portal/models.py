@@ -69,6 +69,10 @@ class AuditEntry(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=200, blank=True)
     flagged = models.BooleanField(default=False)
+    # What a list page showed, by kind: {"patient": [uuid, ...], "examination": [...]}, only the
+    # page actually shown (after pagination). Random UUIDs only, never names or record numbers
+    # (portal.audit.audit_record refuses anything else). Empty for reads of one record.
+    shown = models.JSONField(default=dict, blank=True)
 
     objects = AuditQuerySet.as_manager()
 

@@ -160,9 +160,10 @@ def test_lesion_page_query_count_does_not_grow_with_examinations(
             AlertFactory(prediction=exam.predictions.get())
     url = _url("lesions:lesion-detail", lesion)
     clinician_client.get(url)
-    # session, user, lesion, audit, examinations, their predictions, their explanations,
-    # alerts with decisions, the manage-lesions permission check (guardian: 2).
-    with django_assert_num_queries(10):
+    # session, user, lesion, audit, examinations, their predictions, their explanations, the
+    # audit of the examinations listed, alerts with decisions, the manage-lesions permission
+    # check (guardian: 2).
+    with django_assert_num_queries(11):
         response = clinician_client.get(url)
     assert len(response.context["rows"]) == n_exams
 

@@ -23,12 +23,14 @@ from patients.services import patient_register
 from portal import permissions
 from portal.forms import apply_validation_error
 
+PATIENT_LIST_SIZE = 200  # the newest records; the page has no pager yet
+
 
 @login_required
 def patient_list(request):
     if not (request.user.is_clinician or request.user.is_superuser):
         raise PermissionDenied("Patients see their own record under 'My record'.")
-    patients = list(patient_list_for(user=request.user)[:200])
+    patients = patient_list_for(user=request.user, paginate=lambda qs: qs[:PATIENT_LIST_SIZE])
     return render(request, "patients/patient_list.html", {"patients": patients})
 
 
@@ -187,7 +189,7 @@ def follow_up_list(request):
     show_all = request.GET.get("all") == "1"
     shown = {state: entries if show_all else entries[:FOLLOW_UP_PAGE] for state, entries in groups.items()}
     patients = follow_up_patients_for(
-        user=request.user, patient_ids=[e["patient_id"] for entries in shown.values() for e in entries]
+        user=request.user, lesions=[lesion for entries in shown.values() for e in entries for lesion in e["lesions"]]
     )
     for entries in shown.values():
         for entry in entries:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import uuid
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from portal import permissions
@@ -20,7 +22,13 @@ def audit_entry_list_for(*, user: User, filters: dict[str, Any], action: str = "
     if filters.get("user"):
         qs = qs.filter(actor=filters["user"])
     if filters.get("patient"):
-        qs = qs.filter(patient_uuid=str(filters["patient"]).strip().lower())
+        # The record's own reads and writes, and every list page that showed it (a substring
+        # match inside the JSON list, so only for a whole UUID).
+        wanted = str(filters["patient"]).strip().lower()
+        condition = Q(patient_uuid=wanted)
+        with contextlib.suppress(ValueError):
+            condition |= Q(shown__patient__icontains=str(uuid.UUID(wanted)))
+        qs = qs.filter(condition)
     tz = timezone.get_current_timezone()
     if filters.get("date_from"):
         qs = qs.filter(at__gte=dt.datetime.combine(filters["date_from"], dt.time.min, tzinfo=tz))

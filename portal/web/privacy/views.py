@@ -1,4 +1,5 @@
 import csv
+import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -27,6 +28,7 @@ AUDIT_COLUMNS = [
     "ip_address",
     "user_agent",
     "flagged",
+    "shown",
 ]
 
 
@@ -115,6 +117,8 @@ class _Echo:
 
 
 def _csv_cell(value) -> str:
+    if isinstance(value, dict):  # `shown`: the records a list page showed, by UUID
+        value = json.dumps(value, separators=(",", ":")) if value else ""
     text = "" if value is None else str(value)
     # A spreadsheet would run a cell that starts with one of these as a formula.
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
