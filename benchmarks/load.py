@@ -26,8 +26,8 @@ unacked restore every 10 s, stale claims after 30 s, a sweep every 15 s (--chaos
 --chaos-restore, --chaos-stale, --chaos-sweep; the defaults are 300, 60, 300 and 60 s). Afterwards
 every upload must have exactly one prediction and exactly one finished explanation of each kind,
 and no alert twice; it prints upload -> prediction and upload -> explanations p50/p95 from the
-rows' timestamps, how many kills found a classification running and how many classifications
-were claimed more than once. Exit status 1 on a lost or duplicated result.
+rows' timestamps, how many kills interrupted a task (unacknowledged in Redis) or a claimed
+classification, and how many classifications were claimed more than once. Exit status 1 on a lost or duplicated result.
 """
 
 from __future__ import annotations
@@ -312,21 +312,25 @@ class Worker:
         self.log.close()
 
 
-def run_chaos(worker: Worker, args, stop_at: float, busy_kills: list[int]) -> None:
-    """SIGKILL the worker every args.chaos seconds until the load stops; note whether a
-    classification was claimed at that moment (the kill then interrupts real work)."""
+def run_chaos(worker: Worker, args, stop_at: float, kills: dict[str, int]) -> None:
+    """SIGKILL the worker every args.chaos seconds until the load stops. Counts the kills that
+    interrupted work: a message delivered and not yet acknowledged (Redis's `unacked` hash:
+    a task running, or a retry waiting in the worker), and a classification claimed."""
+    import redis
     from django.db import connection
 
     from lesions.models import Examination
 
+    broker = redis.Redis(host="127.0.0.1", port=args.redis_port)
     try:
         while time.monotonic() + args.chaos < stop_at:
             time.sleep(args.chaos)
-            if Examination.objects.filter(status=Examination.Status.RUNNING).exists():
-                busy_kills.append(1)
+            kills["in_flight"] += bool(broker.hlen("unacked"))
+            kills["classifying"] += Examination.objects.filter(status=Examination.Status.RUNNING).exists()
             worker.kill_and_restart(args.chaos_restart_delay)
     finally:
         connection.close()
+        broker.close()
 
 
 # --- virtual users ---------------------------------------------------------------------------
@@ -568,6 +572,9 @@ def check_results(uploads: list[str], timeout: float) -> dict:
         "no_prediction": sum(1 for pk in created if not predictions[pk]),
         "several_predictions": sum(1 for pk in created if len(predictions[pk]) > 1),
         "explained": sum(1 for pk in created if sorted(k for k, _ in done[pk]) == ["cam", "lime"]),
+        # an upload is complete with a prediction and both explanations done (failed is lost too)
+        "incomplete": len(ids)
+        - sum(1 for pk in created if predictions[pk] and sorted(k for k, _ in done[pk]) == ["cam", "lime"]),
         "explanations_failed": Explanation.objects.filter(
             examination__in=exams, status=Explanation.Status.FAILED
         ).count(),
@@ -635,7 +642,7 @@ def main() -> int:
             threading.Thread(target=run_user, args=(u, data, args, stats, stop_at, n), daemon=True)
             for n, u in enumerate(data["users"])
         ]
-        busy_kills: list[int] = []
+        kills = {"in_flight": 0, "classifying": 0}
         if args.chaos:
             print(
                 f"chaos: SIGKILL the worker every {args.chaos:g} s, restart after {args.chaos_restart_delay:g} s; "
@@ -645,7 +652,7 @@ def main() -> int:
                 "(defaults 300, 60, 300, 60)",
                 flush=True,
             )
-            threads.append(threading.Thread(target=run_chaos, args=(worker, args, stop_at, busy_kills), daemon=True))
+            threads.append(threading.Thread(target=run_chaos, args=(worker, args, stop_at, kills), daemon=True))
         print(
             f"running {len(data['users'])} users for {args.warmup:.0f}+{args.duration:.0f} s against gunicorn "
             f"({args.gunicorn_workers} workers x {args.threads} threads) ...",
@@ -705,13 +712,13 @@ def main() -> int:
         ]
         chaos_ok = True
         if args.chaos:
-            lost = missing + (chaos["uploads"] - chaos["explained"])
+            lost = chaos["incomplete"]
             doubled = several + chaos["alerts_doubled"]
             chaos_ok = lost == 0 and doubled == 0
             print(
-                f"\nchaos: {worker.kills} SIGKILLs of the worker ({len(busy_kills)} while a classification was "
-                f"claimed); {chaos['claimed_again']} classifications claimed more than once; drained in "
-                f"{drained:.0f} s\n"
+                f"\nchaos: {worker.kills} SIGKILLs of the worker ({kills['in_flight']} with a task "
+                f"unacknowledged, {kills['classifying']} with a classification claimed); "
+                f"{chaos['claimed_again']} classifications claimed more than once; drained in {drained:.0f} s\n"
                 f"  uploads {chaos['uploads']}, stored {chaos['stored']}: exactly one prediction {one}, none "
                 f"{missing}, more than one {several}; both explanations done {chaos['explained']} "
                 f"(failed {chaos['explanations_failed']}, still pending {chaos['explanations_pending']}); "
