@@ -118,9 +118,10 @@ def test_predict_gives_calibrated_probabilities_in_metadata_class_order(clf, val
     np.testing.assert_allclose(probs, expected / expected.sum(1, keepdims=True), atol=1e-5)
     assert not np.allclose(probs, runtime.softmax(logits, 1.0), atol=1e-3)  # the temperature is applied
 
-    # The CAM weights are the model's own last layer: logits = W @ mean(features) + b.
-    assert features.shape == (len(images), 1280, 5, 5)
-    np.testing.assert_allclose(features.mean(axis=(2, 3)) @ clf.cam_weights.T + clf.cam_bias, logits, atol=1e-3)
+    # The CAM weights are the model's own last layer: logits = W @ mean(features) + b (one view).
+    _, single_logits, features = clf.predict_arrays(clf.preprocess(images), tta=False)
+    assert features.shape == (len(images), *clf.metadata["outputs"]["features"][1:])
+    np.testing.assert_allclose(features.mean(axis=(2, 3)) @ clf.cam_weights.T + clf.cam_bias, single_logits, atol=1e-3)
 
     # Columns follow the metadata's class order: on real validation images (5 per class) most
     # labels are recovered; a permuted order would score near chance (1/7).
@@ -171,3 +172,16 @@ def test_bad_thread_setting_is_reported(monkeypatch):
     monkeypatch.setenv("DERMATRACK_ORT_THREADS", "many")
     with pytest.raises(ModelLoadError, match="DERMATRACK_ORT_THREADS"):
         LesionClassifier(default_metadata_path())
+
+
+def test_test_time_augmentation_averages_the_flipped_views(clf, val_items):
+    """The portal's logits are the mean of the single-view logits of the flipped images."""
+    if clf.tta == "none":
+        pytest.skip("the committed model runs one view")
+    x = clf.preprocess([_open(data) for _, _, data in val_items[:3]])
+    _, mean_logits, features = clf.predict_arrays(x)
+    views = [x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]]
+    expected = np.mean([clf.predict_arrays(np.ascontiguousarray(v), tta=False)[1] for v in views], axis=0)
+    np.testing.assert_allclose(mean_logits, expected, atol=1e-4)
+    _, _, single_features = clf.predict_arrays(x, tta=False)
+    np.testing.assert_allclose(features, single_features, atol=1e-5)  # CAMs come from the unflipped view

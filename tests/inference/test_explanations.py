@@ -199,11 +199,14 @@ def test_live_torch_gradcam_equals_numpy_cam(reference):
     with torch.no_grad():
         _, fmap = model(x)
     weight = model._fc.weight.detach().numpy()
-    for c in (0, 4, 6):
+    lit = 0
+    for c in range(7):
         expected = gradcam(model, x, c)
         ours = ex.normalise_heatmap(ex.cam_from_features(fmap[0].numpy(), weight, c))
-        assert expected.max() == pytest.approx(1.0)
+        # A random head can leave a class's map all negative: then both are zero after the ReLU.
+        lit += int(expected.max() > 0)
         np.testing.assert_allclose(ours, expected, atol=1e-4)
+    assert lit >= 2
 
 
 # -------------------------------------------------------------------------------- overlays
