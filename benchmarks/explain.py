@@ -159,13 +159,12 @@ def run_lime(classifier, images, methods: dict, quiet: bool = False) -> dict:
 
 
 def run_cam(classifier, images, repeats: int = 5) -> dict:
-    from inference.preprocessing import to_model_input
 
     only, total = [], []
     for _, _, image in images:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            probabilities, _, features = classifier.predict_arrays(to_model_input([image], classifier.input_size))
+            probabilities, _, features = classifier.predict_arrays(classifier.preprocess([image]))
             t1 = time.perf_counter()
             cam = ex.cam_for_prediction(classifier, probabilities[0], features[0])
             ex.overlay(image, cam.heatmap)
@@ -244,7 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
     classifier = load_classifier(args.classifier, args.threads)
     images = load_validation_images(args.data, args.n)
     # Warm-up: onnxruntime's first runs allocate; not part of any measurement.
-    ex.probability_fn(classifier)(np.zeros((100, classifier.input_size, classifier.input_size, 3), np.uint8))
+    width, height = classifier.input_wh
+    ex.probability_fn(classifier)(np.zeros((100, height, width, 3), np.uint8))
     print(
         f"{classifier!r}, {len(images)} validation images, onnxruntime threads "
         f"{getattr(classifier, 'threads', os.environ.get('DERMATRACK_ORT_THREADS'))}, {os.cpu_count()} CPUs",
