@@ -47,7 +47,7 @@ class ExplainableClassifier(Protocol):
     cam_weights: np.ndarray
     malignant_indices: list[int]
 
-    def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def predict_arrays(self, batch: np.ndarray, tta: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,9 +390,10 @@ def probability_fn(classifier: ExplainableClassifier, with_risk: bool = False):
     def from_model_input(batch: np.ndarray) -> np.ndarray:
         return output(single_view(batch))
 
-    predict.from_model_input = from_model_input
-    predict.colour_constancy = cc
-    predict.shape = (wh[1], wh[0])
+    # Attributes on the function itself, which lime calls as a plain callable.
+    predict.from_model_input = from_model_input  # type: ignore[attr-defined]
+    predict.colour_constancy = cc  # type: ignore[attr-defined]
+    predict.shape = (wh[1], wh[0])  # type: ignore[attr-defined]
     return predict
 
 

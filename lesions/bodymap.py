@@ -73,7 +73,7 @@ SHAPES: list[Shape] = [
 ]
 
 # Where a site's markers go: the first shape of the site in this view order.
-_MARKER_VIEW = {
+_MARKER_VIEW: dict[str, str] = {
     BodySite.SCALP: "back",
     BodySite.UPPER_BACK: "back",
     BodySite.LOWER_BACK: "back",

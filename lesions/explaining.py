@@ -26,7 +26,7 @@ class ExplanationFailed(Exception):
 def _display_image(exam: Examination) -> Image.Image:
     try:
         with exam.image.open("rb") as fh:
-            image = Image.open(io.BytesIO(fh.read()))
+            image: Image.Image = Image.open(io.BytesIO(fh.read()))
             image.load()
     except (FileNotFoundError, OSError) as exc:
         raise ExplanationFailed("The stored image could not be read.") from exc
@@ -83,7 +83,7 @@ def explanation_compute(*, examination_id: int, kind: str, force: bool = False) 
     with transaction.atomic():
         explanation.image.save("overlay", ContentFile(png), save=False)
         explanation.params = params
-        explanation.summary = summary
+        explanation.summary = summary  # type: ignore[assignment]  # EncryptedJSONField: its base class is untyped
         explanation.status = Explanation.Status.DONE
         explanation.failure_reason = ""
         explanation.compute_ms = elapsed_ms

@@ -68,7 +68,7 @@ class AlertFilterForm(forms.Form):
 
     def __init__(self, *args, clinics=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["clinic"].choices = [("", "All my clinics"), *((str(c.uuid), c.name) for c in clinics)]
+        self.fields["clinic"].choices = [("", "All my clinics"), *((str(c.uuid), c.name) for c in clinics)]  # type: ignore[attr-defined]  # a ChoiceField
 
     def filters(self) -> dict:
         data = self.cleaned_data if self.is_valid() else {}
@@ -96,7 +96,8 @@ class TriageDecisionForm(forms.Form):
     )
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("decision") == TriageDecision.Decision.FOLLOW_UP and not cleaned.get("follow_up_months"):
             self.add_error("follow_up_months", "Say in how many months to follow up.")
         return cleaned

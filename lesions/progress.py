@@ -152,7 +152,7 @@ def progress_chart(points: list[Point], threshold: float | None) -> Chart | None
         {
             "x": x,
             "y": y,
-            "label": f"{p.when:%Y-%m-%d}: risk {round(p.risk * 100)} %",
+            "label": f"{p.when:%Y-%m-%d}: risk {round(p.risk * 100)} %",  # type: ignore[operator]  # risk_xy: only points with a risk
             "level": risk_level(p.risk, threshold),
         }
         for x, y, p in risk_xy

@@ -7,6 +7,8 @@ patient's record (portal.permissions). Reads leave an audit entry, lists include
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
+from uuid import UUID
 
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -78,7 +80,7 @@ def alert_list_for(*, user: User, status: str | None = Alert.Status.OPEN) -> Que
 # --- Triage queue -------------------------------------------------------------------------
 
 
-def _alert_scope(*, user: User, clinic_uuid: object = None, paged: bool = False) -> QuerySet[Alert]:
+def _alert_scope(*, user: User, clinic_uuid: str | UUID | None = None, paged: bool = False) -> QuerySet[Alert]:
     """Alerts the user may triage. `paged` for reading a page in queue order: the EXISTS form
     of the permission check lets the database walk the risk index, probe permissions row by
     row and stop after the page. Counting every alert is faster with the join form."""
@@ -93,7 +95,7 @@ def _alert_scope(*, user: User, clinic_uuid: object = None, paged: bool = False)
 
 
 def alert_queue_for(
-    *, user: User, status: str | None = Alert.Status.OPEN, clinic_uuid: object = None, band: str | None = None
+    *, user: User, status: str | None = Alert.Status.OPEN, clinic_uuid: str | UUID | None = None, band: str | None = None
 ) -> QuerySet[Alert]:
     """The triage queue: highest risk first, then the longest waiting. Loads only the columns
     the queue shows, so no patient field but the name is decrypted."""
@@ -137,14 +139,14 @@ def alert_queue_for(
     )
 
 
-def alert_counts_for(*, user: User, clinic_uuid: object = None, status: str | None = Alert.Status.OPEN) -> dict:
+def alert_counts_for(*, user: User, clinic_uuid: str | UUID | None = None, status: str | None = Alert.Status.OPEN) -> dict:
     """Counts for the queue's header and filters. Keys: `open` and `open_<band>` for every
     band, `triaged_today` (by this user), and, only when `status` asks for more than the open queue (they
     cost a pass over every alert ever raised), `triaged`, `all` and `<status>_<band>`.
     Two or three queries."""
     scope = _alert_scope(user=user, clinic_uuid=clinic_uuid)
-    statuses = [Alert.Status.OPEN] if status == Alert.Status.OPEN else list(Alert.Status.values)
-    aggregates = {}
+    statuses: list[str] = [Alert.Status.OPEN] if status == Alert.Status.OPEN else list(Alert.Status.values)
+    aggregates: dict[str, Count] = {}
     for name in statuses:
         aggregates[name] = Count("id", filter=Q(status=name))
         for band in RiskBand.values:
@@ -253,7 +255,7 @@ def lesion_alerts_by_prediction(*, lesion: Lesion) -> dict[int, Alert]:
     return {a.prediction_id: a for a in alerts}
 
 
-def lesion_overview_for(*, user: User, patient: Patient) -> list[Lesion]:
+def lesion_overview_for(*, user: User, patient: Patient) -> list[Any]:
     """A patient's lesions, each with `latest_prediction` (or None), `examination_count` and
     the latest examination's status and time, in two queries whatever their number. Call for
     a patient fetched through a selector."""
@@ -268,7 +270,8 @@ def lesion_overview_for(*, user: User, patient: Patient) -> list[Lesion]:
         .values("n")
     )
     latest_exam = Examination.objects.filter(lesion=OuterRef("pk")).order_by("-captured_at", "-id")
-    lesions = list(
+    # Any: lesions carrying the attributes named above, which the model type does not declare.
+    lesions: list[Any] = list(
         lesion_list_for(user=user, patient=patient)
         .annotate(
             latest_prediction_id=Subquery(latest.values("pk")[:1]),

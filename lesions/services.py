@@ -96,7 +96,7 @@ def add_months(day: dt.date, months: int) -> dt.date:
 
 
 # What each decision does to the lesion. A follow-up also sets the next follow-up date.
-_DECISION_LESION_STATUS = {
+_DECISION_LESION_STATUS: dict[str, Lesion.Status | None] = {
     TriageDecision.Decision.BIOPSY: Lesion.Status.BIOPSY,
     TriageDecision.Decision.REFER: Lesion.Status.REFERRED,
     TriageDecision.Decision.FOLLOW_UP: Lesion.Status.MONITORING,
@@ -166,7 +166,7 @@ def alert_raise(*, prediction: Prediction, risk: float) -> Alert:
         priority=min(1000, round(risk * 1000)),
     )
     if getattr(settings, "DERMATRACK_ALERT_EMAILS", False):
-        tasks.notify_alert_task.delay_on_commit(alert.pk)
+        tasks.notify_alert_task.delay_on_commit(alert.pk)  # type: ignore[attr-defined]  # Celery 5.4+, not in celery-types
     return alert
 
 
@@ -217,7 +217,7 @@ def examination_thumbnail_render(*, exam: Examination) -> bytes:
         except FileNotFoundError:
             pass
     with exam.image.open("rb") as fh:
-        image = Image.open(io.BytesIO(fh.read()))
+        image: Image.Image = Image.open(io.BytesIO(fh.read()))
         image.load()
     image = image.convert("RGB")
     image.thumbnail((THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))  # 2x for high-density screens

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -51,7 +53,8 @@ def _lesion_context(user, lesion, upload_form) -> dict:
     exams = lesion_examinations_for(user=user, lesion=lesion)
     alerts = lesion_alerts_by_prediction(lesion=lesion)
     perms = permissions.patient_perms(user, lesion.patient)
-    rows, points = [], []
+    rows: list[dict[str, Any]] = []
+    points = []
     previous = None
     for exam in exams:
         prediction = latest_prediction(exam)
@@ -119,7 +122,7 @@ def lesion_compare(request, lesion_uuid):
     model = model_info()
     threshold = alert_threshold()
     alerts = lesion_alerts_by_prediction(lesion=lesion)
-    sides = []
+    sides: list[dict[str, Any]] = []
     for exam in (a, b):
         if exam is None:
             continue

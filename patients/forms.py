@@ -25,7 +25,7 @@ class PatientRegisterForm(forms.Form):
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         if user is not None and user.is_superuser:
-            self.fields["clinic"].queryset = Clinic.objects.order_by("name")
+            self.fields["clinic"].queryset = Clinic.objects.order_by("name")  # type: ignore[attr-defined]  # a ModelChoiceField
             self.fields["clinic"].required = True
         else:
             del self.fields["clinic"]
@@ -45,7 +45,8 @@ class ReferralSearchForm(forms.Form):
     longitude = forms.FloatField(required=False, min_value=-180, max_value=180, widget=forms.HiddenInput)
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         has_coordinates = cleaned.get("latitude") is not None and cleaned.get("longitude") is not None
         if not has_coordinates and not (cleaned.get("place") or "").strip():
             raise forms.ValidationError("Enter a postcode or city, or share your location.")

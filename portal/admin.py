@@ -18,8 +18,8 @@ class ClinicAdmin(admin.ModelAdmin):
 class PortalUserAdmin(UserAdmin):
     list_display = ("username", "role", "clinic", "is_active", "last_login")
     list_filter = ("role", "clinic", "is_active")
-    fieldsets = (*UserAdmin.fieldsets, ("Dermatrack", {"fields": ("role", "clinic")}))
-    add_fieldsets = (*UserAdmin.add_fieldsets, ("Dermatrack", {"fields": ("role", "clinic")}))
+    fieldsets = (*(UserAdmin.fieldsets or ()), ("Dermatrack", {"fields": ("role", "clinic")}))
+    add_fieldsets = (*(UserAdmin.add_fieldsets or ()), ("Dermatrack", {"fields": ("role", "clinic")}))
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

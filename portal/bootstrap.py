@@ -1,7 +1,7 @@
 """The README's two commands. Standard library only: this runs before any dependency exists.
 
     python3.11 -m portal.bootstrap run     # environment, migrations, demo data, web server + Celery worker
-    python3.11 -m portal.bootstrap test    # environment, lint, import layers, migration check, the test suite
+    python3.11 -m portal.bootstrap test    # environment, lint, import layers, types, format, migration check, the test suite
 
 With nothing set they use SQLite and a file-based Celery broker; DATABASE_URL and
 CELERY_BROKER_URL switch to PostgreSQL and Redis.
@@ -185,6 +185,12 @@ def run_tests(extra: list[str]) -> int:
         return 1
     _say("import layers (lint-imports: docs/architecture.md)")
     if _run(BIN / "lint-imports", env=env, check=False):
+        return 1
+    _say("types (mypy: pyproject.toml [tool.mypy])")
+    if _run(BIN / "mypy", env=env, check=False):
+        return 1
+    _say("formatting (ruff format --check)")
+    if _run(BIN / "ruff", "format", "--check", ".", env=env, check=False):
         return 1
     _say("migrations up to date")
     if _run(PY, "manage.py", "makemigrations", "--check", "--dry-run", env=env, check=False):

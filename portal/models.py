@@ -43,10 +43,10 @@ class User(AbstractUser):
 
 
 class AuditQuerySet(models.QuerySet):
-    def update(self, **kwargs):  # type: ignore[override]
+    def update(self, **kwargs):
         raise PermissionError("audit entries are append-only")
 
-    def delete(self):  # type: ignore[override]
+    def delete(self):
         raise PermissionError("audit entries are append-only")
 
 
@@ -80,12 +80,12 @@ class AuditEntry(models.Model):
         ordering = ["-at", "-id"]
         verbose_name_plural = "audit entries"
 
-    def save(self, *args, **kwargs):  # type: ignore[override]
+    def save(self, *args, **kwargs):
         if self.pk is not None:
             raise PermissionError("audit entries are append-only")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # type: ignore[override]
+    def delete(self, *args, **kwargs):
         raise PermissionError("audit entries are append-only")
 
     def __str__(self) -> str:

@@ -83,7 +83,8 @@ class TwoFactorMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = request.user
-        if requires_2fa(user) and not user.is_verified() and not request.path_info.startswith(_exempt_paths()):
+        # django_otp's OTPMiddleware (before this one) gives request.user its is_verified().
+        if requires_2fa(user) and not user.is_verified() and not request.path_info.startswith(_exempt_paths()):  # type: ignore[union-attr]
             if _wants_json(request):
                 return JsonResponse({"detail": "Two-factor verification required."}, status=403)
             target = "two-factor-verify" if user_has_device(user) else "two-factor-setup"

@@ -31,7 +31,7 @@ class Command(BaseCommand):
                 options["json_out"],
                 options["predictions"],
                 options["batch_size"],
-                self.stdout,
+                self.stdout,  # type: ignore[arg-type]  # an OutputWrapper (TextIOBase) is all run() writes to
                 classifier=risk.classifier(),  # the model folder the portal is configured with
             )
         except (EvaluationDataError, ModelLoadError) as exc:

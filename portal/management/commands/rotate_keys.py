@@ -144,6 +144,7 @@ class Rotation:
         pk_value, name = row
         if not name:
             return
+        assert unit.storage is not None  # file units are built with their storage
         path = Path(unit.storage.path(name))
         if not path.exists():
             self.missing_files += 1

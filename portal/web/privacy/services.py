@@ -53,6 +53,7 @@ def patient_record_graph(patient: Patient) -> dict[type[models.Model], list[mode
             if not (relation.one_to_many or relation.one_to_one) or relation.many_to_many:
                 continue
             related = relation.related_model
+            assert not isinstance(related, str)  # resolved once the app registry is ready
             rows = related._base_manager.filter(**{f"{relation.field.name}__in": pks})
             new = [row for row in rows if row.pk not in found[related]]
             for row in new:

@@ -105,7 +105,7 @@ SKIN_TONES = [(232, 190, 165), (214, 168, 140), (196, 146, 116), (170, 120, 92)]
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: int) -> np.ndarray:
     """Values in [0, 1] that vary over about `scale` pixels."""
     small = rng.random((max(2, h // scale), max(2, w // scale))).astype(np.float32)
-    img = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
+    img = Image.fromarray((small * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
@@ -174,7 +174,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        data_dir = options["data_dir"] or Path(settings.DERMATRACK_DEMO_DATA_DIR)
+        data_dir = options["data_dir"] or Path(settings.DERMATRACK_DEMO_DATA_DIR)  # type: ignore[arg-type]  # has a default (settings/base.py)
         logins = {}
         with transaction.atomic():
             clinic = Clinic.objects.filter(name="Demo Dermatology Clinic").first() or clinic_create(
