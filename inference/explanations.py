@@ -47,7 +47,9 @@ class ExplainableClassifier(Protocol):
     cam_weights: np.ndarray
     malignant_indices: list[int]
 
-    def predict_arrays(self, batch: np.ndarray, tta: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def predict_arrays(
+        self, batch: np.ndarray, tta: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 # --------------------------------------------------------------------------------------------

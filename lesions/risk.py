@@ -28,7 +28,11 @@ class RiskBand(models.TextChoices):
     def bounds(cls, band: str) -> tuple[int, int]:
         """Inclusive lower, exclusive upper bound in thousandths (`Alert.priority`)."""
         high, very_high = round(HIGH_FROM * 1000), round(VERY_HIGH_FROM * 1000)
-        table: dict[str, tuple[int, int]] = {cls.MODERATE: (0, high), cls.HIGH: (high, very_high), cls.VERY_HIGH: (very_high, 1001)}
+        table: dict[str, tuple[int, int]] = {
+            cls.MODERATE: (0, high),
+            cls.HIGH: (high, very_high),
+            cls.VERY_HIGH: (very_high, 1001),
+        }
         return table[band]
 
     @classmethod

@@ -95,7 +95,11 @@ def _alert_scope(*, user: User, clinic_uuid: str | UUID | None = None, paged: bo
 
 
 def alert_queue_for(
-    *, user: User, status: str | None = Alert.Status.OPEN, clinic_uuid: str | UUID | None = None, band: str | None = None
+    *,
+    user: User,
+    status: str | None = Alert.Status.OPEN,
+    clinic_uuid: str | UUID | None = None,
+    band: str | None = None,
 ) -> QuerySet[Alert]:
     """The triage queue: highest risk first, then the longest waiting. Loads only the columns
     the queue shows, so no patient field but the name is decrypted."""
@@ -139,7 +143,9 @@ def alert_queue_for(
     )
 
 
-def alert_counts_for(*, user: User, clinic_uuid: str | UUID | None = None, status: str | None = Alert.Status.OPEN) -> dict:
+def alert_counts_for(
+    *, user: User, clinic_uuid: str | UUID | None = None, status: str | None = Alert.Status.OPEN
+) -> dict:
     """Counts for the queue's header and filters. Keys: `open` and `open_<band>` for every
     band, `triaged_today` (by this user), and, only when `status` asks for more than the open queue (they
     cost a pass over every alert ever raised), `triaged`, `all` and `<status>_<band>`.

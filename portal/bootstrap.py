@@ -1,7 +1,7 @@
 """The README's two commands. Standard library only: this runs before any dependency exists.
 
     python3.11 -m portal.bootstrap run     # environment, migrations, demo data, web server + Celery worker
-    python3.11 -m portal.bootstrap test    # environment, lint, import layers, types, format, migration check, the test suite
+    python3.11 -m portal.bootstrap test    # environment, lint, import layers, mypy, format, migrations, tests
 
 With nothing set they use SQLite and a file-based Celery broker; DATABASE_URL and
 CELERY_BROKER_URL switch to PostgreSQL and Redis.
