@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from django.test import Client
@@ -13,6 +14,29 @@ from tests.factories import ClinicFactory, LesionFactory, PatientFactory, UserFa
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ham10000"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """For a missing data set, model, browser or service: a skip on a developer's machine, a
+    failure under CI=true, so that CI can never go green by skipping what it must run."""
+    if IN_CI:
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+def require_data_set() -> Path:
+    """The HAM10000 folder (../shared/data/ham10000), for the tests that need real dermoscopy."""
+    if not (DATA_DIR / "images.tar").is_file() or not (DATA_DIR / "metadata.csv").is_file():
+        skip_or_fail(f"the HAM10000 data set is not at {DATA_DIR}")
+    return DATA_DIR
+
+
+def require_model() -> None:
+    """The classifier the portal is configured with (committed under inference/models/)."""
+    from inference.classifier import default_metadata_path
+
+    if not default_metadata_path().exists():
+        skip_or_fail(f"no classifier model at {default_metadata_path()}")
 
 
 def pytest_report_header(config):
@@ -114,28 +138,3 @@ def other_patient_client(other_patient_user):
 @pytest.fixture
 def outside_client(outside_clinician):
     return _client_for(outside_clinician)
-
-
-@pytest.fixture
-def ham_images():
-    """A few real validation JPEGs (bytes) from the shared data set."""
-    if not DATA_DIR.exists():
-        if IN_CI:
-            pytest.fail(f"the shared data set must exist in CI: {DATA_DIR}")
-        pytest.skip("shared data set not available")
-    import csv
-    import tarfile
-
-    with open(DATA_DIR / "metadata.csv") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == "val"]
-    wanted = {r["image_id"]: r["dx"] for r in rows if r["dx"] in ("mel", "nv", "bcc")}
-    chosen = {}
-    with tarfile.open(DATA_DIR / "images.tar") as tar:
-        for member in tar:
-            image_id = Path(member.name).stem
-            dx = wanted.get(image_id)
-            if dx and sum(1 for v in chosen.values() if v[0] == dx) < 2:
-                chosen[image_id] = (dx, tar.extractfile(member).read())
-            if len(chosen) >= 6:
-                break
-    return chosen

@@ -90,6 +90,15 @@ def jpeg_bytes(size=(200, 150), seed=0, **save_kwargs) -> bytes:
     return out.getvalue()
 
 
+def lesion_jpeg_bytes(seed=0, kind="nv", size=(320, 240)) -> bytes:
+    """A generated lesion-like image (seed_demo's synthetic one): enough for everything but the
+    tests that need real dermoscopy, so that a checkout without ../shared runs the task, sweep
+    and worker tests too."""
+    from portal.web.management.commands.seed_demo import synthetic_lesion_image
+
+    return synthetic_lesion_image(seed=seed, kind=kind, size=size)
+
+
 class ExaminationFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Examination

@@ -29,7 +29,7 @@ import pytest
 from django.utils import timezone
 
 from lesions.models import Examination, Explanation, Prediction
-from tests.conftest import IN_CI
+from tests.conftest import skip_or_fail
 from tests.factories import ExaminationFactory, jpeg_bytes
 from tests.test_worker import _database_url
 
@@ -98,9 +98,7 @@ def redis(tmp_path, settings):
         # Several minutes of real worker runs: once per CI, in the PostgreSQL + Redis run.
         pytest.skip("runs with the Redis configuration (CELERY_BROKER_URL=redis://...)")
     if shutil.which("redis-server") is None:
-        if IN_CI:
-            pytest.fail("redis-server must be installed under CI=true")
-        pytest.skip("redis-server not installed")
+        skip_or_fail("redis-server not installed")
     server = Redis(tmp_path / "redis")
     server.directory.mkdir()
     server.start()
@@ -113,9 +111,7 @@ def model_available():
     from lesions.risk import model_info as current_model_info
 
     if current_model_info() is None:
-        if IN_CI:
-            pytest.fail("the classifier must be available under CI=true")
-        pytest.skip("no classifier model available")
+        skip_or_fail("no classifier model available")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import skip_or_fail
 from tests.factories import PASSWORD
 
 CHROMIUM = Path(os.environ.get("DERMATRACK_CHROMIUM", "/usr/bin/chromium"))
@@ -59,15 +59,11 @@ def browser(django_db_setup, django_db_blocker):
     (fixtures, assertions), so DJANGO_ALLOW_ASYNC_UNSAFE is set for exactly that long; the
     module scope ends the loop before any other test module runs."""
     if not CHROMIUM.exists():
-        if IN_CI:
-            pytest.fail(f"Chromium must be installed in CI: {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+        skip_or_fail(f"{CHROMIUM} not installed (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        if IN_CI:
-            raise
-        pytest.skip("playwright not installed (pip install -r requirements/dev.txt)")
+        skip_or_fail("playwright not installed (pip install -r requirements/dev.txt)")
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:

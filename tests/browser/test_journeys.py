@@ -21,7 +21,7 @@ from PIL import Image
 from lesions.models import Alert, BodySite, Examination, Explanation, Lesion, TriageDecision
 from patients.models import Patient
 from tests.browser.conftest import PHONE, fits_phone_width, images_loaded, login, shot
-from tests.conftest import DATA_DIR, IN_CI
+from tests.conftest import DATA_DIR, require_model
 from tests.factories import (
     AlertFactory,
     ExaminationFactory,
@@ -54,12 +54,7 @@ def _dermoscopic_pngs(n: int) -> list[bytes]:
 
 
 def _model_or_skip():
-    from inference.classifier import default_metadata_path
-
-    if not default_metadata_path().exists():
-        if IN_CI:
-            pytest.fail(f"the classifier must be available in CI: {default_metadata_path()}")
-        pytest.skip("no classifier model available")
+    require_model()
 
 
 @pytest.fixture

@@ -8,16 +8,13 @@ import shutil
 import tarfile
 from pathlib import Path
 
-import pytest
-
-DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "ham10000"
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
 def require_data() -> Path:
-    if not (DATA_DIR / "images.tar").is_file() or not (DATA_DIR / "metadata.csv").is_file():
-        pytest.skip(f"HAM10000 data not found at {DATA_DIR}")
-    return DATA_DIR
+    from tests.conftest import require_data_set
+
+    return require_data_set()
 
 
 def validation_images(per_class: int) -> list[tuple[str, str, bytes]]:

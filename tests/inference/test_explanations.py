@@ -28,14 +28,11 @@ def reference():
     """The stored torch reference plus its validation images, read by id from the shared data
     set (images are never committed)."""
     from inference.training.data import decode, read_image_bytes
-    from tests.conftest import DATA_DIR, IN_CI
+    from tests.conftest import require_data_set
 
-    if not DATA_DIR.exists():
-        if IN_CI:
-            pytest.fail(f"the shared data set must exist in CI: {DATA_DIR}")
-        pytest.skip("shared data set not available")
+    data_dir = require_data_set()
     data = json.loads(REFERENCE.read_text())
-    raw = read_image_bytes(DATA_DIR, wanted=set(data["image_ids"]))
+    raw = read_image_bytes(data_dir, wanted=set(data["image_ids"]))
     data["images"] = [np.asarray(decode(raw[i]).convert("RGB"), dtype=np.uint8) for i in data["image_ids"]]
     data["gradcam"] = np.asarray(data["gradcam"], dtype=np.float32)
     data["logits"] = np.asarray(data["logits"], dtype=np.float32)
@@ -49,11 +46,10 @@ def reference():
 @pytest.fixture(scope="module")
 def classifier():
     from inference.classifier import LesionClassifier, default_metadata_path
+    from tests.conftest import require_model
 
-    path = default_metadata_path()
-    if not path.exists():
-        pytest.skip(f"no committed model at {path}")
-    return LesionClassifier(path, threads=1)
+    require_model()
+    return LesionClassifier(default_metadata_path(), threads=1)
 
 
 class ToyClassifier:

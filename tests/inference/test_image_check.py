@@ -42,14 +42,11 @@ def skin() -> Image.Image:
 def val_images():
     """Twelve real validation images (skipped locally without the data set, a failure in CI)."""
     from inference.evaluation import read_images, read_metadata_rows
-    from tests.conftest import DATA_DIR, IN_CI
+    from tests.conftest import require_data_set
 
-    if not DATA_DIR.exists():
-        if IN_CI:
-            pytest.fail(f"the shared data set must exist in CI: {DATA_DIR}")
-        pytest.skip("shared data set not available")
-    rows = sorted(read_metadata_rows(DATA_DIR, "val"), key=lambda r: r["image_id"])[::107]
-    blobs = read_images(DATA_DIR, [r["image_id"] for r in rows])
+    data_dir = require_data_set()
+    rows = sorted(read_metadata_rows(data_dir, "val"), key=lambda r: r["image_id"])[::107]
+    blobs = read_images(data_dir, [r["image_id"] for r in rows])
     return [Image.open(io.BytesIO(blobs[r["image_id"]])) for r in rows]
 
 

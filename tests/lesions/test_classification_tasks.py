@@ -13,13 +13,12 @@ from lesions.models import Alert, Examination, Prediction
 from lesions.risk import classifier as get_classifier
 from lesions.services import examination_upload
 from lesions.tasks import classify_examination_task
-from tests.factories import ExaminationFactory, jpeg_bytes
+from tests.factories import ExaminationFactory, jpeg_bytes, lesion_jpeg_bytes
 
 
 @pytest.fixture
-def exam(lesion, clinic_staff, ham_images):
-    _, data = next(iter(ham_images.values()))
-    return examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(data))
+def exam(lesion, clinic_staff):
+    return examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(lesion_jpeg_bytes()))
 
 
 def test_upload_queues_classification_only_after_commit(lesion, clinic_staff, django_capture_on_commit_callbacks):

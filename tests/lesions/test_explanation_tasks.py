@@ -12,12 +12,12 @@ from inference import explanations
 from lesions.models import Explanation, Prediction
 from lesions.services import examination_upload
 from lesions.tasks import classify_examination_task, explain_examination_task
+from tests.factories import lesion_jpeg_bytes
 
 
 @pytest.fixture
-def classified(lesion, clinic_staff, ham_images):
-    _, data = next(iter(ham_images.values()))
-    exam = examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(data))
+def classified(lesion, clinic_staff):
+    exam = examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(lesion_jpeg_bytes()))
     classify_examination_task(exam.pk)
     return exam
 
