@@ -84,11 +84,29 @@ def patient_account_create(*, actor: User, patient: Patient, username: str, pass
     if patient.account_id:
         raise ValidationError("This patient already has an account.")
     account = user_create(username=username, password=password, role=Role.PATIENT, actor=actor)
+    _account_attach(patient, account)
+    audit_record(actor=actor, action="patient.account_create", target=patient, patient=patient)
+    return account
+
+
+@transaction.atomic
+def patient_account_link(*, actor: User, patient: Patient, account: User) -> None:
+    """Give a patient an existing patient login (one linked to no other record)."""
+    permissions.require_patient_perm(actor, permissions.CHANGE, patient)
+    if patient.account_id:
+        raise ValidationError("This patient already has an account.")
+    if account.role != Role.PATIENT:
+        raise ValidationError("Only a patient login can be linked to a patient record.")
+    if Patient.objects.filter(account=account).exists():
+        raise ValidationError("This login already belongs to another patient record.")
+    _account_attach(patient, account)
+    audit_record(actor=actor, action="patient.account_link", target=patient, patient=patient)
+
+
+def _account_attach(patient: Patient, account: User) -> None:
     patient.account = account
     patient.save(update_fields=["account"])
     permissions.patient_access_grant(patient)
-    audit_record(actor=actor, action="patient.account_create", target=patient, patient=patient)
-    return account
 
 
 @transaction.atomic

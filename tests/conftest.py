@@ -109,10 +109,29 @@ def lesion(patient):
     return LesionFactory(patient=patient)
 
 
-def _client_for(user) -> Client:
+def _client_for(user, *, totp: bool = False) -> Client:
+    """A logged-in client. With `totp`, also past the second factor (a confirmed TOTP device,
+    verified in the session as django_otp's login does), so it works with
+    DERMATRACK_REQUIRE_2FA on. Off by default: the test settings turn the requirement off, and
+    django_otp then costs a query per request, which the query-count tests would see."""
     client = Client()
     client.force_login(user)
+    if totp:
+        from django_otp import DEVICE_ID_SESSION_KEY
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        device = TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+        session = client.session
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session.save()
     return client
+
+
+@pytest.fixture
+def administrator_client(administrator):
+    """The administrator, logged in with the second factor verified (named so as not to
+    shadow pytest-django's own `admin_client`, whose superuser has no Dermatrack role)."""
+    return _client_for(administrator, totp=True)
 
 
 @pytest.fixture

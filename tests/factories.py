@@ -13,9 +13,9 @@ from PIL import Image
 
 from lesions.models import Alert, BodySite, Examination, Lesion, Prediction
 from patients.models import Patient, ReferralCentre
-from portal import permissions
-from portal.crypto import blind_index
+from patients.services import patient_account_link, patient_register
 from portal.models import Clinic, Role, User
+from portal.services import user_create
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -29,40 +29,64 @@ class ClinicFactory(factory.django.DjangoModelFactory):
 
 
 class UserFactory(factory.django.DjangoModelFactory):
+    """Accounts made by portal.services.user_create, so a test user gets exactly the clinic
+    group (and the administrator flags) a real one does."""
+
     class Meta:
         model = User
-        skip_postgeneration_save = True
 
     username = factory.Sequence(lambda n: f"user{n}")
     role = Role.STAFF
     clinic = factory.SubFactory(ClinicFactory)
-    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+    password = PASSWORD
 
-    @factory.post_generation
-    def join_clinic(self, create, extracted, **kwargs):
-        if create:
-            self.save()
-            permissions.clinic_member_add(self)
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        fields = {name: kwargs.pop(name) for name in ("email", "first_name", "last_name") if name in kwargs}
+        user = user_create(
+            username=kwargs.pop("username"),
+            password=kwargs.pop("password"),
+            role=kwargs.pop("role"),
+            clinic=kwargs.pop("clinic"),
+            check_password=False,
+            **fields,
+        )
+        changed = [name for name, value in kwargs.items() if getattr(user, name) != value]
+        if changed:
+            raise TypeError(f"UserFactory sets only what user_create does; not {', '.join(changed)}")
+        return user
+
+
+def _registrar() -> User:
+    """Who registers factory patients: an administrator outside every clinic, so that no
+    clinic gains a member the test did not ask for."""
+    existing = User.objects.filter(username="factory-registrar").first()
+    return existing or UserFactory(username="factory-registrar", role=Role.ADMINISTRATOR, clinic=None)
 
 
 class PatientFactory(factory.django.DjangoModelFactory):
+    """Records made by patients.services.patient_register (with consent), and an `account`
+    linked by patient_account_link: the grants are the services' own, not the factory's."""
+
     class Meta:
         model = Patient
-        skip_postgeneration_save = True
 
     clinic = factory.SubFactory(ClinicFactory)
     given_name = factory.Faker("first_name")
     family_name = factory.Faker("last_name")
     date_of_birth = factory.LazyFunction(lambda: dt.date(1970, 5, 17))
     medical_record_number = factory.Sequence(lambda n: f"MRN-{100000 + n}")
-    mrn_index = factory.LazyAttribute(lambda o: blind_index(o.medical_record_number))
     phone = "+43 1 555 0100"
     email = factory.Faker("email")
 
-    @factory.post_generation
-    def grant(self, create, extracted, **kwargs):
-        if create:
-            permissions.patient_access_grant(self)
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        account = kwargs.pop("account", None)
+        actor = kwargs.pop("created_by", None) or _registrar()
+        patient = patient_register(actor=actor, consent_given=True, **kwargs)
+        if account is not None:
+            patient_account_link(actor=actor, patient=patient, account=account)
+        return patient
 
 
 class LesionFactory(factory.django.DjangoModelFactory):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 
 from patients.selectors import patient_get_for, patient_list_for
-from patients.services import patient_register
+from patients.services import patient_account_link, patient_register
 from portal import permissions
-from portal.models import AuditEntry
+from portal.models import AuditEntry, Role
+from tests.factories import PatientFactory, UserFactory
 
 REGISTRATION = {
     "given_name": "Ada",
@@ -53,3 +54,23 @@ def test_list_reads_are_audited_by_the_selector(clinic_staff, staff_client, pati
     assert staff_client.get("/follow-ups/").status_code == 200
     assert AuditEntry.objects.filter(action="patient.list", actor=clinic_staff).count() == 3
     assert AuditEntry.objects.filter(action="follow_up.list", actor=clinic_staff).count() == 1
+
+
+def test_factory_patients_get_their_access_from_the_services(clinic, clinic_staff, outside_clinician):
+    account = UserFactory(username="pat_linked", role=Role.PATIENT, clinic=None)
+    patient = PatientFactory(clinic=clinic, account=account)
+    assert patient.consents.count() == 1  # registered, as a real record is
+    assert patient_get_for(user=account, patient_uuid=patient.uuid) == patient
+    assert patient_get_for(user=clinic_staff, patient_uuid=patient.uuid) == patient
+    with pytest.raises(Http404):
+        patient_get_for(user=outside_clinician, patient_uuid=patient.uuid)
+
+
+def test_linking_a_login_refuses_non_patients_and_taken_logins(clinic, clinic_staff, patient, patient_user):
+    fresh = PatientFactory(clinic=clinic)
+    with pytest.raises(ValidationError, match="Only a patient login"):
+        patient_account_link(actor=clinic_staff, patient=fresh, account=clinic_staff)
+    with pytest.raises(ValidationError, match="another patient record"):
+        patient_account_link(actor=clinic_staff, patient=fresh, account=patient_user)
+    with pytest.raises(ValidationError, match="already has an account"):
+        patient_account_link(actor=clinic_staff, patient=patient, account=patient_user)

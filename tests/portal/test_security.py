@@ -105,6 +105,13 @@ def require_2fa(settings):
     settings.OTP_TOTP_THROTTLE_FACTOR = 0
 
 
+def test_administrator_client_is_past_the_second_factor(require_2fa, administrator_client, client, administrator):
+    assert administrator_client.get("/admin/").status_code == 200
+    assert administrator_client.get("/api/patients/").status_code == 200
+    client.force_login(administrator)  # the same account (its device exists) with a password only
+    assert client.get("/admin/")["Location"].startswith("/accounts/2fa/verify/")
+
+
 @pytest.mark.parametrize("role_fixture", ["clinic_staff", "clinician", "administrator"])
 def test_clinical_roles_must_enrol_totp_before_anything_else(client, require_2fa, request, role_fixture):
     user = request.getfixturevalue(role_fixture)
