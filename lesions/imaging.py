@@ -55,7 +55,7 @@ def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
     """16-bit grey to 8-bit, a band of rows at a time: a float64 copy of a 40 MP image took
     over 300 MB per copy (issue #11). Full 16-bit range if any value needs it, else as is."""
     top = image.getextrema()[1] or 1
-    shift = 8 if top > 255 else 0
+    shift = 8 if top > 255 else 0  # type: ignore[operator]  # one band: getextrema() is (min, max)
     width, height = image.size
     out = np.empty((height, width), dtype=np.uint8)
     step = max(1, (4 * 1024 * 1024) // (2 * width))

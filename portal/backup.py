@@ -23,6 +23,7 @@ import sqlite3
 import subprocess  # nosec B404 - pg_dump / pg_restore with argument lists, no shell
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -97,7 +98,7 @@ def backup(dest: Path) -> Summary:
             target.close()
     # Media after the database: every file the snapshot names was written before its row.
     media_root = Path(settings.MEDIA_ROOT)
-    files = {}
+    files: dict[str, dict[str, Any]] = {}
     if media_root.exists():
         for source in sorted(p for p in media_root.rglob("*") if p.is_file()):
             relative = source.relative_to(media_root).as_posix()
