@@ -422,9 +422,9 @@ def main() -> int:
     admin_client.force_login(admin)
     pick = random.Random(args.seed + 1)
     pages = [
-        ("dashboard (dermatologist, 1 clinic)", derm_client, reverse("portal:dashboard")),
-        ("dashboard, very high band", derm_client, reverse("portal:dashboard") + "?band=very_high"),
-        (f"dashboard (administrator, {CLINICS} clinics)", admin_client, reverse("portal:dashboard")),
+        ("dashboard (dermatologist, 1 clinic)", derm_client, reverse("portal:triage-queue")),
+        ("dashboard, very high band", derm_client, reverse("portal:triage-queue") + "?band=very_high"),
+        (f"dashboard (administrator, {CLINICS} clinics)", admin_client, reverse("portal:triage-queue")),
         (
             "lesion page (5 examinations)",
             derm_client,

@@ -7,7 +7,7 @@ Everything runs on loopback: a fresh PostgreSQL database (dropped afterwards), a
 redis-server on a free port, gunicorn (gthread) with the portal, one Celery worker with the real
 classifier. Virtual users are clinic staff and dermatologists, each with its own account and
 TOTP device: they log in (password, then the TOTP code), then loop over the pages of their role
-(patient list, patient, lesion, examination, the dermatologists' alert dashboard), log in again
+(patient list, patient, lesion, examination, the dermatologists' triage queue), log in again
 every 30 s or so, and now and then upload an examination image through the API. The run is
 bounded in time; afterwards the worker is given a bounded time to drain and every uploaded
 examination must have exactly one prediction.
@@ -54,7 +54,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PASSWORD = "bench-password-7741"
-PAGE_KINDS = ("patient_list", "patient", "lesion", "examination", "dashboard")
+PAGE_KINDS = ("patient_list", "patient", "lesion", "examination", "triage_queue")
 
 
 def _free_port() -> int:
@@ -476,11 +476,11 @@ def run_user(user: dict, data: dict, args, stats: Stats, stop_at: float, seed: i
                     stats.uploads.append(json.loads(resp)["uuid"])
             continue
         if dermatologist:
-            kind = rng.choice(["dashboard", "dashboard", "lesion", "examination", "patient"])
+            kind = rng.choice(["triage_queue", "triage_queue", "lesion", "examination", "patient"])
         else:
             kind = rng.choice(["patient_list", "patient", "lesion", "examination"])
         path = {
-            "dashboard": "/dashboard/",
+            "triage_queue": "/triage/",
             "patient_list": "/patients/",
             "patient": f"/patients/{rng.choice(data['patients'])}/",
             "lesion": f"/lesions/{rng.choice(data['lesions'])}/",

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import IO
 
+from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -86,15 +87,6 @@ def examination_upload(
     return exam
 
 
-def add_months(day: dt.date, months: int) -> dt.date:
-    """Same day of the month `months` later, clamped to the month's last day (31 Jan + 1 = 28/29 Feb)."""
-    import calendar
-
-    month_index = day.month - 1 + months
-    year, month = day.year + month_index // 12, month_index % 12 + 1
-    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
 # What each decision does to the lesion. A follow-up also sets the next follow-up date.
 _DECISION_LESION_STATUS: dict[str, Lesion.Status | None] = {
     TriageDecision.Decision.BIOPSY: Lesion.Status.BIOPSY,
@@ -146,7 +138,8 @@ def triage_decide(
             lesion.status = new_status
             changed.append("status")
         if follow_up_months:
-            lesion.next_follow_up = add_months(timezone.localdate(now), follow_up_months)
+            # Calendar months, clamped to the month's end (31 Jan + 1 month = 28/29 Feb).
+            lesion.next_follow_up = timezone.localdate(now) + relativedelta(months=follow_up_months)
             changed.append("next_follow_up")
         if changed:
             lesion.save(update_fields=changed)

@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, transaction
 
-from lesions import classification, explaining, risk, services
+from lesions import classification, explanation_services, risk, services
 from lesions.models import Explanation
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def classify_examination_task(self, examination_id: int) -> None:
         )
         raise
     else:
-        explaining.explanations_pending(examination_id=examination_id)
+        explanation_services.explanations_pending(examination_id=examination_id)
         transaction.on_commit(lambda: explain_examination_task.delay(examination_id))
 
 
@@ -68,7 +68,7 @@ def explain_examination_task(self, examination_id: int, force: bool = False) -> 
     """CAM then LIME. A failure marks that explanation FAILED and never touches the prediction."""
     for kind in (Explanation.Kind.CAM, Explanation.Kind.LIME):
         try:
-            explaining.explanation_compute(examination_id=examination_id, kind=kind, force=force)
+            explanation_services.explanation_compute(examination_id=examination_id, kind=kind, force=force)
         except SoftTimeLimitExceeded:
             _mark_failed(examination_id, kind, "Explanation took too long and was stopped.")
             raise

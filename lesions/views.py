@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from lesions import guidance, progress
+from lesions import guidance, trend
 from lesions.forms import ExaminationUploadForm, LesionAddForm, TriageDecisionForm
 from lesions.models import Examination
 from lesions.risk import RiskBand, alert_threshold, model_info
@@ -65,7 +65,7 @@ def _lesion_context(user, lesion, upload_form) -> dict:
                 "exam": exam,
                 "prediction": prediction,
                 "risk_pct": None if risk is None else round(risk * 100),
-                "level": progress.risk_level(risk, threshold),
+                "level": trend.risk_level(risk, threshold),
                 "alert": alert,
                 "decision": getattr(alert, "decision", None) if alert else None,
                 "previous": previous,
@@ -73,13 +73,13 @@ def _lesion_context(user, lesion, upload_form) -> dict:
         )
         previous = exam
         if exam.status == Examination.Status.DONE or exam.diameter_mm is not None:
-            points.append(progress.Point(exam.captured_at, risk, progress.as_float(exam.diameter_mm)))
+            points.append(trend.Point(exam.captured_at, risk, trend.as_float(exam.diameter_mm)))
     return {
         "lesion": lesion,
         "rows": rows,
         "timeline": list(reversed(rows)),
-        "chart": progress.progress_chart(points, threshold),
-        "change": progress.change_since_last(points, threshold),
+        "chart": trend.progress_chart(points, threshold),
+        "change": trend.change_since_last(points, threshold),
         "threshold": threshold,
         "can_manage": permissions.MANAGE_LESIONS in perms,
         "can_triage": permissions.TRIAGE in perms,
@@ -133,19 +133,19 @@ def lesion_compare(request, lesion_uuid):
                 "exam": exam,
                 "prediction": prediction,
                 "risk_pct": None if risk is None else round(risk * 100),
-                "level": progress.risk_level(risk, threshold),
+                "level": trend.risk_level(risk, threshold),
                 "cam": _current_explanations(exam).get("cam"),
                 "alert": alerts.get(prediction.pk) if prediction else None,
             }
         )
     change = None
     if len(sides) == 2:
-        change = progress.change_since_last(
+        change = trend.change_since_last(
             [
-                progress.Point(
+                trend.Point(
                     s["exam"].captured_at,
                     s["prediction"].risk if s["prediction"] else None,
-                    progress.as_float(s["exam"].diameter_mm),
+                    trend.as_float(s["exam"].diameter_mm),
                 )
                 for s in sides
             ],
@@ -325,7 +325,7 @@ def alert_triage(request, alert_uuid):
             apply_validation_error(form, exc)
         else:
             messages.success(request, "Decision recorded; the alert has left the queue.")
-            return redirect("portal:dashboard")
+            return redirect("portal:triage-queue")
     exam = alert.prediction.examination
     return render(
         request,

@@ -149,7 +149,7 @@ def test_no_phi_in_logs_urls_titles_headers_error_pages_or_task_arguments(
         "clinician": (
             clinician,
             [
-                "/dashboard/",
+                "/triage/",
                 "/patients/",
                 f"/patients/{new.uuid}/",
                 f"/examinations/{exam.uuid}/",

@@ -201,12 +201,12 @@ def test_the_readme_run_command_serves_a_styled_portal_and_stops_cleanly(portal)
     while b'class="alert-row"' not in page:
         assert time.monotonic() < deadline, f"no alert in the triage queue:\n{page.decode()[-2000:]}"
         time.sleep(2)
-        status, _, _, page = portal.get("/dashboard/")
+        status, _, _, page = portal.get("/triage/")
         assert status == 200
     assert b"Synthetic demo image" in page
     alert = re.search(rb'href="(/alerts/[0-9a-f-]+/)"', page).group(1).decode()
     _, _, _, alert_page = portal.get(alert)
-    pages = {"/dashboard/": page, alert: alert_page}
+    pages = {"/triage/": page, alert: alert_page}
     for link in re.findall(rb'href="(/(?:lesions|examinations)/[0-9a-f-]+/)"', alert_page):
         status, _, _, pages[link.decode()] = portal.get(link.decode())
         assert status == 200, link

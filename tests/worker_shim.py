@@ -40,16 +40,16 @@ def _slow_down(**_kwargs) -> None:
 
         classification.examination_classify = slow_classify
     elif stage == "explanation":
-        from lesions import explaining
+        from lesions import explanation_services
 
-        original_compute = explaining._compute
+        original_compute = explanation_services._compute
 
         def slow_compute(kind, classifier, image):
             if kind == "lime":
                 pause("explanation lime")
             return original_compute(kind, classifier, image)
 
-        explaining._compute = slow_compute
+        explanation_services._compute = slow_compute
 
 
 if __name__ == "__main__":

@@ -49,8 +49,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
-    "portal.security.SessionIdleTimeoutMiddleware",
-    "portal.security.TwoFactorMiddleware",
+    "portal.authentication.SessionIdleTimeoutMiddleware",
+    "portal.authentication.TwoFactorMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -109,7 +109,7 @@ LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = env_int("DERMATRACK_SESSION_SECONDS", 8 * 3600)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
-# Idle sessions end sooner than SESSION_COOKIE_AGE (portal.security.SessionIdleTimeoutMiddleware).
+# Idle sessions end sooner than SESSION_COOKIE_AGE (portal.authentication.SessionIdleTimeoutMiddleware).
 DERMATRACK_SESSION_IDLE_SECONDS = env_int("DERMATRACK_SESSION_IDLE_SECONDS", 30 * 60)
 CSRF_COOKIE_HTTPONLY = True
 

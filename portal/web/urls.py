@@ -1,17 +1,20 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from lesions import api as lesions_api
 from patients import api as patients_api
-from portal import security
+from portal import authentication
 from portal.web import views
 
 portal_patterns = (
     [
         path("", views.home, name="home"),
-        path("dashboard/", views.dashboard, name="dashboard"),
+        path("triage/", views.triage_queue, name="triage-queue"),
+        # The old address of the triage queue, for bookmarks (unnamed: nothing links to it).
+        path("dashboard/", RedirectView.as_view(pattern_name="portal:triage-queue", query_string=True, permanent=True)),
     ],
     "portal",
 )
@@ -47,8 +50,8 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("accounts/2fa/setup/", security.two_factor_setup, name="two-factor-setup"),
-    path("accounts/2fa/verify/", security.two_factor_verify, name="two-factor-verify"),
+    path("accounts/2fa/setup/", authentication.two_factor_setup, name="two-factor-setup"),
+    path("accounts/2fa/verify/", authentication.two_factor_verify, name="two-factor-verify"),
     # Password reset: the same answer whether or not an account has that address.
     path("accounts/password/reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
     path("accounts/password/reset/done/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),

@@ -22,15 +22,15 @@ def home(request):
     if user.role == Role.PATIENT:
         return redirect("patients:my-record")
     if user.role == Role.DERMATOLOGIST:
-        return redirect("portal:dashboard")
+        return redirect("portal:triage-queue")
     return redirect("patients:patient-list")
 
 
-DASHBOARD_PAGE_SIZE = 50
+TRIAGE_QUEUE_PAGE_SIZE = 50
 
 
 @login_required
-def dashboard(request):
+def triage_queue(request):
     """The triage queue: open high-risk alerts, highest risk and longest waiting first."""
     user = request.user
     if not (user.is_dermatologist or user.is_superuser):
@@ -39,19 +39,19 @@ def dashboard(request):
     filters = form.filters()
     counts = alert_counts_for(user=user, clinic_uuid=filters["clinic_uuid"], status=filters["status"])
     total = counts[alert_count_key(status=filters["status"], band=filters["band"])]
-    pages = max(1, -(-total // DASHBOARD_PAGE_SIZE))
+    pages = max(1, -(-total // TRIAGE_QUEUE_PAGE_SIZE))
     try:
         page = min(max(1, int(request.GET.get("page", 1))), pages)
     except ValueError:
         page = 1
-    start = (page - 1) * DASHBOARD_PAGE_SIZE
-    alerts = alert_queue_page_for(user=user, start=start, size=DASHBOARD_PAGE_SIZE, **filters)
+    start = (page - 1) * TRIAGE_QUEUE_PAGE_SIZE
+    alerts = alert_queue_page_for(user=user, start=start, size=TRIAGE_QUEUE_PAGE_SIZE, **filters)
     named = patient_ids_with_identity_for(user=user, patient_ids=[a.lesion.patient_id for a in alerts])
     query = request.GET.copy()
     query.pop("page", None)
     return render(
         request,
-        "portal/dashboard.html",
+        "portal/triage_queue.html",
         {
             "rows": [
                 {"alert": a, "band": RiskBand.of(a.priority), "show_name": a.lesion.patient_id in named} for a in alerts

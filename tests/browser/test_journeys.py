@@ -61,14 +61,14 @@ def _model_or_skip():
 def run_tasks_inline(monkeypatch):
     """Classification runs in the request thread as soon as the upload commits (the real task
     body, no broker); explanations are limited to the fast CAM heatmap."""
-    from lesions import explaining
+    from lesions import explanation_services
     from lesions.tasks import classify_examination_task, explain_examination_task
 
     monkeypatch.setattr(classify_examination_task, "delay", lambda exam_id: classify_examination_task(exam_id))
     monkeypatch.setattr(
         explain_examination_task,
         "delay",
-        lambda exam_id, **kw: explaining.explanation_compute(examination_id=exam_id, kind="cam"),
+        lambda exam_id, **kw: explanation_services.explanation_compute(examination_id=exam_id, kind="cam"),
     )
 
 
@@ -189,17 +189,17 @@ def alert_case(patient):
     PredictionFactory(examination=older, malignancy_risk="0.180000", model_sha256=sha)
     alert = AlertFactory(prediction=PredictionFactory(examination=newer, malignancy_risk="0.740000", model_sha256=sha))
     if have_model:
-        from lesions import explaining
+        from lesions import explanation_services
 
         for exam in (older, newer):
-            explaining.explanation_compute(examination_id=exam.pk, kind="cam")
+            explanation_services.explanation_compute(examination_id=exam.pk, kind="cam")
     return alert
 
 
 def test_dermatologist_journey_alert_compare_decide(new_page, clinician, alert_case):
     page = new_page()
     login(page, clinician.username)
-    page.goto("/dashboard/")
+    page.goto("/triage/")
     row = page.locator("tr.alert-row").first
     assert "Quackenbush, Zelda" in row.inner_text()
     assert "74 %" in row.inner_text()
@@ -228,7 +228,7 @@ def test_dermatologist_journey_alert_compare_decide(new_page, clinician, alert_c
     page.get_by_label("Reason").focus()
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
-    page.wait_for_url("**/dashboard/")
+    page.wait_for_url("**/triage/")
     assert page.get_by_text("Decision recorded").is_visible()
     assert page.locator("tr.alert-row").count() == 0
     shot(page, "dermatologist-05-queue-after")
@@ -249,10 +249,10 @@ def test_dermatologist_journey_alert_compare_decide(new_page, clinician, alert_c
     assert page.js_errors == []
 
 
-def test_dashboard_on_a_phone(new_page, clinician, alert_case):
+def test_triage_queue_on_a_phone(new_page, clinician, alert_case):
     page = new_page(viewport=PHONE)
     login(page, clinician.username)
-    page.goto("/dashboard/")
+    page.goto("/triage/")
     assert page.locator("tr.alert-row").count() == 1
     assert fits_phone_width(page)
     shot(page, "dermatologist-08-queue-phone")

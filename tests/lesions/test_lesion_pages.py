@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
-from lesions import progress
+from lesions import trend
 from lesions.models import Examination
 from lesions.services import triage_decide
 from portal.models import AuditEntry
@@ -169,18 +169,18 @@ def test_lesion_page_query_count_does_not_grow_with_examinations(
 
 
 def test_risk_levels_follow_the_threshold():
-    assert progress.risk_level(None, 0.3) == "none"
-    assert progress.risk_level(0.29, 0.3) == "low"
-    assert progress.risk_level(0.31, 0.3) == "moderate"
-    assert progress.risk_level(0.55, 0.3) == "high"
-    assert progress.risk_level(0.95, 0.3) == "very_high"
+    assert trend.risk_level(None, 0.3) == "none"
+    assert trend.risk_level(0.29, 0.3) == "low"
+    assert trend.risk_level(0.31, 0.3) == "moderate"
+    assert trend.risk_level(0.55, 0.3) == "high"
+    assert trend.risk_level(0.95, 0.3) == "very_high"
 
 
 def test_chart_with_a_single_examination_and_no_diameter():
-    chart = progress.progress_chart([progress.Point(timezone.now(), 0.4, None)], 0.3)
+    chart = trend.progress_chart([trend.Point(timezone.now(), 0.4, None)], 0.3)
     assert chart.diameter_path == ""
     assert len(chart.risk_dots) == 1
-    assert progress.change_since_last([progress.Point(timezone.now(), 0.4, None)], 0.3) is None
+    assert trend.change_since_last([trend.Point(timezone.now(), 0.4, None)], 0.3) is None
 
 
 def test_patient_is_sent_from_the_clinical_examination_page_to_the_plain_language_one(patient_client, lesion):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from lesions import guidance, progress, risk
+from lesions import guidance, risk, trend
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,7 @@ from lesions import guidance, progress, risk
 )
 def test_level_bands_and_threshold(value, threshold, level):
     assert risk.level(value, threshold) == level
-    assert progress.risk_level(value, threshold) == level
+    assert trend.risk_level(value, threshold) == level
 
 
 def test_alert_priority_bands_agree_with_risk_bands():

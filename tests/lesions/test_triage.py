@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from dateutil.relativedelta import relativedelta
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
@@ -13,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from lesions.models import Alert, Lesion, TriageDecision
-from lesions.services import add_months, alert_notify, alert_raise, triage_decide
+from lesions.services import alert_notify, alert_raise, triage_decide
 from portal.models import AuditEntry, Role
 from tests.factories import AlertFactory, PredictionFactory, UserFactory
 
@@ -31,7 +32,7 @@ def test_follow_up_decision_sets_next_follow_up_and_leaves_the_queue(clinician, 
     lesion = Lesion.objects.get(pk=alert.lesion_id)
     assert alert.status == Alert.Status.TRIAGED
     assert lesion.status == Lesion.Status.MONITORING
-    assert lesion.next_follow_up == add_months(timezone.localdate(), 6)
+    assert lesion.next_follow_up == timezone.localdate() + relativedelta(months=6)
     assert decision.decided_by == clinician
     assert decision.decided_at <= timezone.now()
     assert AuditEntry.objects.filter(action="alert.triage.follow_up", actor=clinician).count() == 1
@@ -91,9 +92,10 @@ def test_the_reason_is_encrypted_at_rest(clinician, alert):
     assert TriageDecision.objects.get(pk=decision.pk).reason == "Irregular network, refer"
 
 
-def test_add_months_clamps_to_the_end_of_the_month():
-    assert add_months(dt.date(2026, 1, 31), 1) == dt.date(2026, 2, 28)
-    assert add_months(dt.date(2026, 11, 15), 3) == dt.date(2027, 2, 15)
+def test_follow_up_months_are_calendar_months_clamped_to_the_month_end(clinician, alert, monkeypatch):
+    monkeypatch.setattr(timezone, "localdate", lambda *a: dt.date(2026, 1, 31))
+    triage_decide(actor=clinician, alert=alert, decision="follow_up", reason="Stable", follow_up_months=1)
+    assert Lesion.objects.get(pk=alert.lesion_id).next_follow_up == dt.date(2026, 2, 28)
 
 
 def test_triage_page_records_the_decision_and_returns_to_the_queue(clinician_client, clinician, alert):
@@ -103,7 +105,7 @@ def test_triage_page_records_the_decision_and_returns_to_the_queue(clinician_cli
     assert b"Your decision" in page.content
     response = clinician_client.post(url, {"decision": "follow_up", "follow_up_months": "3", "reason": "Recheck"})
     assert response.status_code == 302
-    assert response["Location"] == reverse("portal:dashboard")
+    assert response["Location"] == reverse("portal:triage-queue")
     assert TriageDecision.objects.get(alert=alert).decided_by == clinician
     after = clinician_client.get(url)
     assert b"Recheck" in after.content

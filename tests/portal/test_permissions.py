@@ -24,7 +24,7 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     # url name                      GET, then POST: one status per role, in the order of ROLES
     ("home",                          (302, 302, 302, 302, 302, 302, 302),  None),
     ("portal:home",                   (302, 302, 302, 302, 302, 302, 302),  None),
-    ("portal:dashboard",              (302, 403, 403, 403, 200, 200, 200),  None),
+    ("portal:triage-queue",           (302, 403, 403, 403, 200, 200, 200),  None),
     ("patients:patient-list",         (302, 403, 403, 200, 200, 200, 200),  None),
     ("patients:patient-create",       (302, 403, 403, 200, 200, 200, 200),  None),
     ("patients:patient-detail",       (302, 200, 404, 200, 200, 404, 200),  None),

@@ -17,7 +17,7 @@ from django.core import mail
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from portal.security import _LAST_SEEN
+from portal.authentication import _LAST_SEEN
 from tests.factories import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]

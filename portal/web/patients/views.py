@@ -5,7 +5,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from lesions import bodymap, guidance, progress
+from lesions import bodymap, guidance, trend
 from lesions.followups import DUE_SOON_DAYS, follow_up_state, group_by_patient
 from lesions.forms import LesionAddForm
 from lesions.models import BodySite
@@ -58,7 +58,7 @@ def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
     for lesion in lesions:
         risk = lesion.latest_prediction.risk if lesion.latest_prediction else None
         lesion.risk_pct = None if risk is None else round(risk * 100)
-        lesion.level = progress.risk_level(risk, threshold)
+        lesion.level = trend.risk_level(risk, threshold)
         lesion.follow_up_state = follow_up_state(lesion.next_follow_up)
         items.append({"site": lesion.body_site, "lesion": lesion})
     return {

@@ -1,5 +1,6 @@
-"""A lesion's history as numbers and drawings: the progress chart (server-rendered SVG, no
-JavaScript, no chart library), the change since the last examination, and risk colours.
+"""A lesion's trend across its examinations, as numbers and drawings: the progress chart
+(server-rendered SVG, no JavaScript, no chart library), the change since the last
+examination, and risk colours.
 
 Pure functions over already-loaded rows: no queries here.
 """

@@ -15,7 +15,7 @@ from lesions.services import triage_decide
 from portal.models import AuditEntry
 from tests.factories import AlertFactory, LesionFactory, PatientFactory
 
-URL = "/dashboard/"
+URL = "/triage/"
 
 
 def _alert(patient, risk: str, hours_ago: float = 0):
@@ -126,7 +126,7 @@ def test_thumbnail_is_a_small_png_and_the_page_not_each_image_is_audited(clinici
 
 
 @pytest.mark.parametrize("n_alerts", [3, 30])
-def test_dashboard_query_count_does_not_grow_with_the_queue(
+def test_triage_queue_query_count_does_not_grow_with_the_queue(
     clinician_client, patient, other_patient, n_alerts, django_assert_num_queries
 ):
     for i in range(n_alerts):
@@ -137,3 +137,9 @@ def test_dashboard_query_count_does_not_grow_with_the_queue(
     with django_assert_num_queries(8):
         response = clinician_client.get(URL)
     assert len(response.context["rows"]) == n_alerts
+
+
+def test_the_old_dashboard_address_redirects_to_the_queue(clinician_client):
+    response = clinician_client.get("/dashboard/?band=very_high")
+    assert response.status_code == 301
+    assert response["Location"] == "/triage/?band=very_high"
