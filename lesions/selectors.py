@@ -214,7 +214,7 @@ def alert_queue_page_for(*, user: User, start: int, size: int, **filters) -> lis
     """One page of the triage queue; the read of the list is audited here."""
     alerts = list(alert_queue_for(user=user, **filters)[start : start + size])
     # The page's rows, their patients and the examinations whose thumbnails it shows.
-    shown = {
+    shown: dict[str, list[Any]] = {
         "alert": alerts,
         "patient": [a.lesion.patient for a in alerts],
         "examination": [a.prediction.examination for a in alerts],
