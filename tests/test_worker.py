@@ -109,9 +109,7 @@ def _wait_for(exam_uuid, log_path: Path, timeout: float = 120) -> Examination:
     raise AssertionError(f"worker did not finish in {timeout}s; log:\n{log_path.read_text()[-3000:]}")
 
 
-def test_upload_is_classified_by_a_real_worker(
-    worker, client, clinic_staff, patient, other_patient_user, lesion
-):
+def test_upload_is_classified_by_a_real_worker(worker, client, clinic_staff, patient, other_patient_user, lesion):
     _process, log_path = worker
     client.force_login(clinic_staff)
     image = SimpleUploadedFile("scan.jpg", lesion_jpeg_bytes())
