@@ -234,7 +234,6 @@ class LesionClassifier:
         return np.asarray(probabilities)[:, self.malignant_indices].sum(axis=1)
 
 
-
 def tta_views(batch: np.ndarray, kind: str) -> np.ndarray:
     """V*N x 3 x H x W: the views of an N x 3 x H x W batch, view-major, the identity first.
 
