@@ -8,6 +8,7 @@ from lesions import guidance
 from lesions.models import BodySite
 from lesions.risk import alert_threshold
 from lesions.selectors import (
+    active_model_sha,
     examination_get_for,
     examination_list_for,
     latest_prediction,
@@ -38,6 +39,14 @@ class PredictionOutputSerializer(serializers.Serializer):
     probabilities = serializers.DictField(child=serializers.FloatField())
     malignancy_risk = serializers.FloatField(source="risk")
     top_class = serializers.CharField()
+    # False: "cannot assess - please retake"; the figures above are then not a result.
+    # None: scored before the image check existed.
+    assessable = serializers.BooleanField(allow_null=True)
+    check_reasons = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    model_active = serializers.SerializerMethodField()
+
+    def get_model_active(self, prediction) -> bool:
+        return prediction.model_sha256 == self.context.get("active_sha")
 
 
 class PlainLanguageResultSerializer(serializers.Serializer):
@@ -72,17 +81,26 @@ class ExaminationOutputSerializer(serializers.Serializer):
     def get_prediction(self, exam):
         if self._for_patient(exam):
             return None
-        prediction = latest_prediction(exam)
-        return PredictionOutputSerializer(prediction).data if prediction else None
+        if "active_sha" not in self.context:
+            self.context["active_sha"] = active_model_sha()  # once per response, not per row
+        prediction = latest_prediction(exam, self.context["active_sha"])
+        return PredictionOutputSerializer(prediction, context=self.context).data if prediction else None
 
     @extend_schema_field(PlainLanguageResultSerializer(allow_null=True))
     def get_result(self, exam):
         """Only for the patient's own examinations (clinicians read `prediction`)."""
         if not self._for_patient(exam):
             return None
-        prediction = latest_prediction(exam)
+        if "active_sha" not in self.context:
+            self.context["active_sha"] = active_model_sha()
+        prediction = latest_prediction(exam, self.context["active_sha"])
         threshold = alert_threshold()
-        found = guidance.for_risk(prediction.risk if prediction else None, threshold, status=exam.status)
+        found = guidance.for_risk(
+            prediction.risk if prediction else None,
+            threshold,
+            status=exam.status,
+            assessable=prediction.assessable if prediction else None,
+        )
         return PlainLanguageResultSerializer(found).data
 
 

@@ -11,7 +11,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
-from lesions import risk, services, tasks
+from lesions import model_versions, risk, services, tasks
 from lesions.models import Examination, Prediction
 from portal.audit import audit_record
 
@@ -61,20 +61,48 @@ def _load_image(exam: Examination) -> Image.Image:
         raise BadImage("The stored image could not be decoded.") from exc
 
 
+def _score(exam: Examination, classifier) -> dict:
+    """One inference of the stored image, and the image check on that same inference."""
+    image = _load_image(exam)
+    try:
+        batch = classifier.preprocess([image])
+    except OSError as exc:  # a truncated file can decode lazily only here
+        raise BadImage("The stored image could not be decoded.") from exc
+    probabilities, logits, features = classifier.predict_arrays(batch)
+    check = risk.image_checker(classifier).check(image, logits=logits[0], features=features[0])
+    return {"probabilities": probabilities[0], "check": check}
+
+
 def examination_classify(*, examination_id: int) -> Prediction:
     """Runs the classifier on a claimed examination and records the prediction (idempotent)."""
     exam = Examination.objects.select_related("lesion__patient__clinic").get(pk=examination_id)
     classifier = risk.classifier()
     existing = Prediction.objects.filter(examination=exam, model_sha256=classifier.sha256).first()
     if existing is None:
-        probabilities = classifier.predict([_load_image(exam)])[0]
-        existing = prediction_record(exam=exam, classifier=classifier, probabilities=probabilities)
+        existing = prediction_record(exam=exam, classifier=classifier, **_score(exam, classifier))
     Examination.objects.filter(pk=exam.pk).update(status=Examination.Status.DONE, failure_reason="", claimed_at=None)
     return existing
 
 
+def examination_rescore(*, examination_id: int) -> Prediction | None:
+    """Scores an analysed examination with the model on disk into that model's prediction,
+    leaving the examination and its other predictions as they are (idempotent; the re-scoring
+    command's task). None when the examination is not analysed (nothing to re-score)."""
+    exam = Examination.objects.select_related("lesion__patient__clinic").get(pk=examination_id)
+    if exam.status != Examination.Status.DONE:
+        return None
+    classifier = risk.classifier()
+    existing = Prediction.objects.filter(examination=exam, model_sha256=classifier.sha256).first()
+    if existing is None:
+        existing = prediction_record(exam=exam, classifier=classifier, **_score(exam, classifier))
+    return existing
+
+
 @transaction.atomic
-def prediction_record(*, exam: Examination, classifier, probabilities) -> Prediction:
+def prediction_record(*, exam: Examination, classifier, probabilities, check=None) -> Prediction:
+    """Records one prediction with its image check. `check` None: not checked (kept for callers
+    that score without an image check; the page then says so)."""
+    model_versions.register(classifier)
     classes = list(classifier.classes)
     probs = {c: round(float(p), 6) for c, p in zip(classes, probabilities, strict=False)}
     malignancy = float(classifier.malignancy_risk(probabilities[None, :])[0])
@@ -88,13 +116,24 @@ def prediction_record(*, exam: Examination, classifier, probabilities) -> Predic
                 probabilities=probs,
                 malignancy_risk=f"{malignancy:.6f}",
                 top_class=classes[int(probabilities.argmax())],
+                assessable=None if check is None else bool(check.assessable),
+                check_reasons=[] if check is None else [{"code": r.code, "message": r.message} for r in check.reasons],
+                check_scores={}
+                if check is None
+                else {
+                    **{k: round(float(v), 4) for k, v in check.scores.items()},
+                    "model_checks_used": bool(check.model_checks_used),
+                },
             )
     except IntegrityError:
         # Another run of the same task won the race: keep its result, add nothing.
         return Prediction.objects.get(examination=exam, model_sha256=classifier.sha256)
-    if risk.is_alert(malignancy, classifier.alert_threshold):
+    if model_versions.raises_alert(prediction=prediction, threshold=classifier.alert_threshold):
         services.alert_raise(prediction=prediction, risk=malignancy)
     audit_record(actor=None, action="prediction.create", target=prediction, patient=exam.lesion.patient)
+    if check is not None and not check.assessable:
+        # Codes only: never the image or patient in a log line.
+        logger.info("examination %s not assessable: %s", exam.uuid, ",".join(check.codes))
     logger.info("examination %s classified by %s %s", exam.uuid, classifier.name, classifier.version)
     return prediction
 

@@ -36,6 +36,13 @@ FAILED = Guidance(
     "Your clinic has been told and may ask for a new photograph. A dermatologist can still review the spot.",
     "Your clinic will contact you if they need a new image.",
 )
+RETAKE = Guidance(
+    "retake",
+    "cannot assess, please retake",
+    "Cannot assess: the computer could not judge this image. Please retake it.",
+    "Your clinic may ask for a new photograph of this spot. A dermatologist can still review it.",
+    "Your clinic will contact you if they need a new image.",
+)
 LOW = Guidance(
     "low",
     "no warning signs found",
@@ -62,9 +69,13 @@ HIGH = Guidance(
 )
 
 
-def for_risk(risk: float | None, threshold: float | None, status: str = "done") -> Guidance:
+def for_risk(
+    risk: float | None, threshold: float | None, status: str = "done", assessable: bool | None = None
+) -> Guidance:
     if status == "failed":
         return FAILED
+    if assessable is False:
+        return RETAKE
     if risk is None:
         return PENDING
     if not risk_rules.is_alert(risk, threshold):

@@ -131,6 +131,13 @@ class Prediction(models.Model):
     probabilities = EncryptedJSONField()
     malignancy_risk = EncryptedCharField(max_length=32)
     top_class = EncryptedCharField(max_length=16)  # a diagnosis-like label is health data (issue #11)
+    # The image check (inference.image_check) of the same inference. None: made before the
+    # check existed. An unassessable prediction is kept and shown to clinicians, marked as
+    # such, but its risk is never presented as a result and raises no alert. The reasons are
+    # codes and fixed messages about image quality (no health data), so they stay plain.
+    assessable = models.BooleanField(null=True, blank=True)
+    check_reasons = models.JSONField(default=list, blank=True, help_text="[{code, message}], clearest first.")
+    check_scores = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -141,6 +148,18 @@ class Prediction(models.Model):
     @property
     def risk(self) -> float:
         return float(self.malignancy_risk)
+
+    @property
+    def not_assessable(self) -> bool:
+        return self.assessable is False
+
+    @property
+    def reason_codes(self) -> list[str]:
+        return [r.get("code", "") for r in self.check_reasons or []]
+
+    @property
+    def reason_messages(self) -> list[str]:
+        return [r.get("message", "") for r in self.check_reasons or []]
 
     def __str__(self) -> str:
         return f"Prediction {self.uuid}"
@@ -156,6 +175,9 @@ class Alert(models.Model):
     class Status(models.TextChoices):
         OPEN = "open", "Open"
         TRIAGED = "triaged", "Triaged"
+        # Closed without a decision when another model version was activated whose
+        # prediction for the same examination raises no alert (lesions.model_versions).
+        SUPERSEDED = "superseded", "Superseded by a new model version"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     prediction = models.OneToOneField(Prediction, on_delete=models.PROTECT, related_name="alert")
@@ -232,9 +254,16 @@ class Explanation(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
+    class Target(models.TextChoices):
+        # What is explained: the malignancy risk P(mel)+P(bcc)+P(akiec) that triage acts on,
+        # or the most probable class. Rows made before the choice existed explained the top class.
+        RISK = "risk", "Malignancy risk"
+        TOP_CLASS = "top_class", "Top class"
+
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     examination = models.ForeignKey(Examination, on_delete=models.PROTECT, related_name="explanations")
     kind = models.CharField(max_length=8, choices=Kind.choices)
+    target = models.CharField(max_length=16, choices=Target.choices, default=Target.RISK)
     model_sha256 = models.CharField(max_length=64)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     failure_reason = models.CharField(max_length=300, blank=True)
@@ -248,12 +277,51 @@ class Explanation(models.Model):
     class Meta:
         # The table kept its name when the model moved here from the inference app (migration 0004).
         db_table = "inference_explanation"
-        ordering = ["kind"]
+        ordering = ["kind", "target"]
         constraints = [
             models.UniqueConstraint(
-                fields=["examination", "kind", "model_sha256"], name="one_explanation_per_kind_and_model"
+                fields=["examination", "kind", "target", "model_sha256"],
+                name="one_explanation_per_kind_target_and_model",
             )
         ]
 
     def __str__(self) -> str:
-        return f"Explanation {self.uuid} ({self.kind})"
+        return f"Explanation {self.uuid} ({self.kind}, {self.target})"
+
+
+class ModelVersion(models.Model):
+    """A classifier file the portal has loaded, with what it was validated to do.
+
+    Registered the first time a process loads the file (`lesions.model_versions`). Exactly
+    one version is ACTIVE: pages show its predictions and only its predictions raise alerts
+    on examinations it has scored. Another version's predictions (a re-scored archive, or
+    the old results) stay in the database under the version that made them.
+    """
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=40)
+    sha256 = models.CharField(max_length=64, unique=True)
+    alert_threshold = models.FloatField(null=True, blank=True)
+    validation = models.JSONField(default=dict, blank=True, help_text="Validation figures from the model metadata.")
+    registered_at = models.DateTimeField(auto_now_add=True)
+    is_active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-registered_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="at_most_one_active_model_version"
+            )
+        ]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version} ({self.sha256[:12]})"
+
+    def __str__(self) -> str:
+        return self.label

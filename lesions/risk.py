@@ -7,11 +7,14 @@ is in one of three bands, which the queue filters on and every page colours by.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from django.conf import settings
 from django.db import models
 
 from inference.classifier import LesionClassifier, get_classifier
 from inference.classifier import model_info as _model_info
+from inference.image_check import ImageChecker
 
 HIGH_FROM = 0.5  # bands of the risk, 0 to 1
 VERY_HIGH_FROM = 0.8
@@ -64,6 +67,12 @@ def level(risk: float | None, threshold: float | None) -> str:
 def classifier() -> LesionClassifier:
     """The process-wide classifier of the configured model folder (loaded once per process)."""
     return get_classifier(settings.DERMATRACK_MODEL_DIR)
+
+
+@lru_cache(maxsize=2)
+def image_checker(clf: LesionClassifier) -> ImageChecker:
+    """The image check of a loaded classifier (its statistics are read once per process)."""
+    return ImageChecker(clf)
 
 
 def model_info() -> dict | None:

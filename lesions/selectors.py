@@ -10,9 +10,10 @@ import datetime as dt
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Case, Count, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
+from lesions import model_versions
 from lesions.models import Alert, Examination, Lesion, Prediction, TriageDecision
 from lesions.risk import RiskBand
 from patients.models import Patient
@@ -63,9 +64,19 @@ def examination_get_for(*, user: User, examination_uuid: object, audit: bool = T
     return exam
 
 
-def latest_prediction(exam: Examination) -> Prediction | None:
-    predictions = list(exam.predictions.all())  # prefetched, newest first
-    return predictions[0] if predictions else None
+def latest_prediction(exam: Examination, active: str | None = None) -> Prediction | None:
+    """The prediction a page shows: the active model version's (`active`, its sha256, from
+    `active_model_sha()`), else the newest. Predictions are prefetched, newest first."""
+    return model_versions.preferred_prediction(list(exam.predictions.all()), active)
+
+
+def active_model_sha() -> str | None:
+    """The sha256 of the active model version (None before any model was loaded)."""
+    return model_versions.active_sha()
+
+
+def model_version_labels() -> dict[str, str]:
+    return model_versions.labels()
 
 
 def alert_list_for(*, user: User, status: str | None = Alert.Status.OPEN) -> QuerySet[Alert]:
@@ -265,8 +276,11 @@ def lesion_overview_for(*, user: User, patient: Patient) -> list[Any]:
     """A patient's lesions, each with `latest_prediction` (or None), `examination_count` and
     the latest examination's status and time, in two queries whatever their number. Call for
     a patient fetched through a selector."""
-    latest = Prediction.objects.filter(examination__lesion=OuterRef("pk")).order_by(
-        "-examination__captured_at", "-created_at", "-id"
+    active = model_versions.active_sha()
+    latest = (
+        Prediction.objects.filter(examination__lesion=OuterRef("pk"))
+        .annotate(by_active=Case(When(model_sha256=active or "", then=1), default=0, output_field=IntegerField()))
+        .order_by("-examination__captured_at", "-by_active", "-created_at", "-id")
     )
     exam_count = (
         Examination.objects.filter(lesion=OuterRef("pk"))
@@ -289,7 +303,12 @@ def lesion_overview_for(*, user: User, patient: Patient) -> list[Any]:
     )
     ids = [lesion.latest_prediction_id for lesion in lesions if lesion.latest_prediction_id]
     predictions = (
-        {p.pk: p for p in Prediction.objects.filter(pk__in=ids).only("pk", "malignancy_risk", "created_at")}
+        {
+            p.pk: p
+            for p in Prediction.objects.filter(pk__in=ids).only(
+                "pk", "malignancy_risk", "created_at", "assessable", "check_reasons", "model_version"
+            )
+        }
         if ids
         else {}
     )

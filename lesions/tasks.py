@@ -65,24 +65,45 @@ def classify_examination_task(self, examination_id: int) -> None:
     ignore_result=True,
 )
 def explain_examination_task(self, examination_id: int, force: bool = False) -> None:
-    """CAM then LIME. A failure marks that explanation FAILED and never touches the prediction."""
-    for kind in (Explanation.Kind.CAM, Explanation.Kind.LIME):
+    """CAM then LIME, of the risk and of the top class. A failure marks that explanation
+    FAILED and never touches the prediction."""
+    for kind, target in explanation_services.ORDER:
         try:
-            explanation_services.explanation_compute(examination_id=examination_id, kind=kind, force=force)
+            explanation_services.explanation_compute(examination_id=examination_id, kind=kind, target=target, force=force)
         except SoftTimeLimitExceeded:
-            _mark_failed(examination_id, kind, "Explanation took too long and was stopped.")
+            _mark_failed(examination_id, kind, target, "Explanation took too long and was stopped.")
             raise
         except TRANSIENT_ERRORS as exc:
             raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries * 5))
         except Exception:
-            logger.exception("%s explanation of examination %s failed", kind, examination_id)
-            _mark_failed(examination_id, kind, "Explanation failed because of an internal error.")
+            logger.exception("%s/%s explanation of examination %s failed", kind, target, examination_id)
+            _mark_failed(examination_id, kind, target, "Explanation failed because of an internal error.")
 
 
-def _mark_failed(examination_id: int, kind: str, reason: str) -> None:
-    Explanation.objects.filter(examination_id=examination_id, kind=kind, model_sha256=risk.classifier().sha256).exclude(
-        status=Explanation.Status.DONE
-    ).update(status=Explanation.Status.FAILED, failure_reason=reason)
+def _mark_failed(examination_id: int, kind: str, target: str, reason: str) -> None:
+    Explanation.objects.filter(
+        examination_id=examination_id, kind=kind, target=target, model_sha256=risk.classifier().sha256
+    ).exclude(status=Explanation.Status.DONE).update(status=Explanation.Status.FAILED, failure_reason=reason)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=60,
+    time_limit=90,
+    max_retries=5,
+    ignore_result=True,
+)
+def rescore_examination_task(self, examination_id: int) -> None:
+    """Scores one analysed examination with the model on disk, without switching versions
+    (`manage.py rescore`). Idempotent: a prediction of that model already there is kept."""
+    try:
+        classification.examination_rescore(examination_id=examination_id)
+    except classification.BadImage as exc:
+        logger.warning("examination %s cannot be re-scored: %s", examination_id, exc)
+    except TRANSIENT_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries * 5))
 
 
 @shared_task(ignore_result=True, soft_time_limit=30, time_limit=60)

@@ -10,9 +10,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from lesions import guidance, trend
 from lesions.forms import ExaminationUploadForm, LesionAddForm, TriageDecisionForm
-from lesions.models import Examination
+from lesions.models import Examination, Explanation
 from lesions.risk import RiskBand, alert_threshold, model_info
 from lesions.selectors import (
+    active_model_sha,
     alert_get_for,
     examination_get_for,
     examination_pair_for,
@@ -53,19 +54,23 @@ def _lesion_context(user, lesion, upload_form) -> dict:
     exams = lesion_examinations_for(user=user, lesion=lesion)
     alerts = lesion_alerts_by_prediction(lesion=lesion)
     perms = permissions.patient_perms(user, lesion.patient)
-    rows: list[dict[str, Any]] = []
-    points = []
+    active = active_model_sha()
+    rows, points = [], []
     previous = None
     for exam in exams:
-        prediction = latest_prediction(exam)
-        risk = prediction.risk if prediction else None
+        prediction = latest_prediction(exam, active)
+        shown_risk = prediction.risk if prediction else None
+        # An unassessable image has no risk to chart or compare; its figure stays on its row.
+        risk = None if prediction and prediction.not_assessable else shown_risk
         alert = alerts.get(prediction.pk) if prediction else None
         rows.append(
             {
                 "exam": exam,
                 "prediction": prediction,
-                "risk_pct": None if risk is None else round(risk * 100),
-                "level": trend.risk_level(risk, threshold),
+                "risk_pct": None if shown_risk is None else round(shown_risk * 100),
+                "level": "unassessable"
+                if risk is None and shown_risk is not None
+                else trend.risk_level(risk, threshold),
                 "alert": alert,
                 "decision": getattr(alert, "decision", None) if alert else None,
                 "previous": previous,
@@ -103,8 +108,11 @@ def _in_plain_language(context: dict) -> dict:
     no raw model output."""
     lesion, threshold = context["lesion"], context["threshold"]
     for row in context["rows"]:
-        risk = row["prediction"].risk if row["prediction"] else None
-        row["guidance"] = guidance.for_risk(risk, threshold, status=row["exam"].status)
+        prediction = row["prediction"]
+        risk = prediction.risk if prediction else None
+        row["guidance"] = guidance.for_risk(
+            risk, threshold, status=row["exam"].status, assessable=prediction.assessable if prediction else None
+        )
         row["decision_text"] = guidance.decision_text(row["decision"], lesion.next_follow_up)
     latest = context["timeline"][0] if context["timeline"] else None
     return {**context, "latest": latest, "abcde": guidance.ABCDE}
@@ -122,11 +130,12 @@ def lesion_compare(request, lesion_uuid):
     model = model_info()
     threshold = alert_threshold()
     alerts = lesion_alerts_by_prediction(lesion=lesion)
-    sides: list[dict[str, Any]] = []
+    active = active_model_sha()
+    sides = []
     for exam in (a, b):
         if exam is None:
             continue
-        prediction = latest_prediction(exam)
+        prediction = latest_prediction(exam, active)
         risk = prediction.risk if prediction else None
         sides.append(
             {
@@ -134,7 +143,7 @@ def lesion_compare(request, lesion_uuid):
                 "prediction": prediction,
                 "risk_pct": None if risk is None else round(risk * 100),
                 "level": trend.risk_level(risk, threshold),
-                "cam": _current_explanations(exam).get("cam"),
+                "cam": _current_explanations(exam, prediction).get("cam"),
                 "alert": alerts.get(prediction.pk) if prediction else None,
             }
         )
@@ -144,7 +153,7 @@ def lesion_compare(request, lesion_uuid):
             [
                 trend.Point(
                     s["exam"].captured_at,
-                    s["prediction"].risk if s["prediction"] else None,
+                    s["prediction"].risk if s["prediction"] and not s["prediction"].not_assessable else None,
                     trend.as_float(s["exam"].diameter_mm),
                 )
                 for s in sides
@@ -222,12 +231,19 @@ def examination_upload_unreadable(request, lesion_uuid):
     return render(request, "lesions/lesion_detail.html", _lesion_context(request.user, lesion, form), status=400)
 
 
-def _current_explanations(exam) -> dict:
-    """kind -> Explanation for the model that made the latest prediction."""
-    prediction = latest_prediction(exam)
+def _target(request) -> str:
+    """Which explanation target the page shows: the malignancy risk unless the top class is asked for."""
+    target = request.GET.get("target", Explanation.Target.RISK)
+    return target if target in Explanation.Target.values else Explanation.Target.RISK
+
+
+def _current_explanations(exam, prediction, target: str = Explanation.Target.RISK) -> dict:
+    """kind -> Explanation of `target` by the model that made the prediction shown."""
     if prediction is None:
         return {}
-    return {e.kind: e for e in exam.explanations.all() if e.model_sha256 == prediction.model_sha256}
+    return {
+        e.kind: e for e in exam.explanations.all() if e.model_sha256 == prediction.model_sha256 and e.target == target
+    }
 
 
 @login_required
@@ -237,12 +253,14 @@ def examination_detail(request, examination_uuid):
         # Patients get results in plain language on their lesion page, never the raw
         # class probabilities and heatmaps meant for clinicians.
         return redirect("lesions:lesion-detail", lesion_uuid=exam.lesion.uuid)
-    prediction = latest_prediction(exam)
-    model = model_info()
+    active = active_model_sha()
+    prediction = latest_prediction(exam, active)
+    target = _target(request)
     probabilities = []
     if prediction is not None:
         probabilities = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
-    explanations = _current_explanations(exam)
+    explanations = _current_explanations(exam, prediction, target)
+    others = [p for p in exam.predictions.all() if prediction is not None and p.pk != prediction.pk]
     return render(
         request,
         "lesions/examination_detail.html",
@@ -250,9 +268,13 @@ def examination_detail(request, examination_uuid):
             "exam": exam,
             "lesion": exam.lesion,
             "prediction": prediction,
+            "prediction_is_active": prediction is not None and prediction.model_sha256 == active,
+            "other_predictions": others,
             "probabilities": [(c, p, round(p * 100, 1)) for c, p in probabilities],
-            "model": model,
+            "model": model_info(),
             "threshold": alert_threshold(),
+            "target": target,
+            "targets": Explanation.Target.choices,
             "cam": explanations.get("cam"),
             "lime": explanations.get("lime"),
             "explanations_pending": prediction is not None
@@ -265,7 +287,8 @@ def examination_detail(request, examination_uuid):
 @require_GET
 def examination_status(request, examination_uuid):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid, audit=False)
-    explanations = {kind: e.status for kind, e in _current_explanations(exam).items()}
+    current = _current_explanations(exam, latest_prediction(exam, active_model_sha()), _target(request))
+    explanations = {kind: e.status for kind, e in current.items()}
     done = exam.status in (Examination.Status.DONE, Examination.Status.FAILED)
     return JsonResponse(
         {
@@ -283,7 +306,8 @@ def explanation_image(request, examination_uuid, kind):
     exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
     if exam.lesion.patient.account_id == request.user.pk:
         raise Http404("No such explanation.")  # heatmaps are for clinicians (as on the pages)
-    explanation = _current_explanations(exam).get(kind)
+    prediction = latest_prediction(exam, active_model_sha())
+    explanation = _current_explanations(exam, prediction, _target(request)).get(kind)
     if explanation is None or explanation.status != "done" or not explanation.image:
         raise Http404("No such explanation.")
     with explanation.image.open("rb") as fh:

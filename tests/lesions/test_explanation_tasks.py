@@ -23,15 +23,17 @@ def classified(lesion, clinic_staff):
 
 
 def test_classification_leaves_pending_explanations_for_the_page(classified):
-    assert sorted(Explanation.objects.filter(examination=classified).values_list("kind", "status")) == [
-        ("cam", "pending"),
-        ("lime", "pending"),
+    assert sorted(Explanation.objects.filter(examination=classified).values_list("kind", "target", "status")) == [
+        ("cam", "risk", "pending"),
+        ("cam", "top_class", "pending"),
+        ("lime", "risk", "pending"),
+        ("lime", "top_class", "pending"),
     ]
 
 
 def test_explain_task_stores_both_overlays_encrypted(classified, settings):
     explain_examination_task(classified.pk)
-    rows = {e.kind: e for e in Explanation.objects.filter(examination=classified)}
+    rows = {e.kind: e for e in Explanation.objects.filter(examination=classified, target="top_class")}
     assert set(rows) == {"cam", "lime"}
     prediction = Prediction.objects.get(examination=classified)
     for explanation in rows.values():
@@ -54,9 +56,10 @@ def test_explain_task_stores_both_overlays_encrypted(classified, settings):
 
 def test_explain_task_is_idempotent(classified):
     explain_examination_task(classified.pk)
-    first = {e.kind: (e.pk, e.image.name) for e in Explanation.objects.all()}
+    first = {(e.kind, e.target): (e.pk, e.image.name) for e in Explanation.objects.all()}
     explain_examination_task(classified.pk)
-    assert {e.kind: (e.pk, e.image.name) for e in Explanation.objects.all()} == first
+    assert len(first) == 4
+    assert {(e.kind, e.target): (e.pk, e.image.name) for e in Explanation.objects.all()} == first
 
 
 def test_lime_failure_marks_only_lime_failed_and_keeps_the_prediction(classified, monkeypatch):
@@ -67,9 +70,11 @@ def test_lime_failure_marks_only_lime_failed_and_keeps_the_prediction(classified
 
     monkeypatch.setattr(explanations, "explain_lime", broken)
     explain_examination_task(classified.pk)
-    rows = {e.kind: e for e in Explanation.objects.filter(examination=classified)}
-    assert rows["cam"].status == Explanation.Status.DONE
-    assert rows["lime"].status == Explanation.Status.FAILED
+    rows = {(e.kind, e.target): e for e in Explanation.objects.filter(examination=classified)}
+    for target in ("risk", "top_class"):
+        assert rows["cam", target].status == Explanation.Status.DONE
+        assert rows["lime", target].status == Explanation.Status.FAILED
+    rows = {e.kind: e for e in Explanation.objects.filter(examination=classified, target="risk")}
     assert "internal error" in rows["lime"].failure_reason
     after = Prediction.objects.get(examination=classified)
     assert (after.pk, after.probabilities, after.malignancy_risk) == (
@@ -111,6 +116,31 @@ def test_examination_page_shows_overlays_and_the_triage_aid_statement(classified
 def test_recompute_command_is_idempotent(classified, capsys):
     call_command("recompute_explanations")
     assert "1 to explain" in capsys.readouterr().out
-    assert Explanation.objects.filter(status="done").count() == 2
+    assert Explanation.objects.filter(status="done").count() == 4
     call_command("recompute_explanations")
     assert "0 to explain" in capsys.readouterr().out
+
+
+def test_explanations_explain_the_risk_by_default_and_the_top_class_on_request(classified, clinician_client):
+    explain_examination_task(classified.pk)
+    prediction = Prediction.objects.get(examination=classified)
+    risk_cam = Explanation.objects.get(examination=classified, kind="cam", target="risk")
+    top_cam = Explanation.objects.get(examination=classified, kind="cam", target="top_class")
+    assert risk_cam.summary["class_name"] == explanations.RISK_NAME
+    assert top_cam.summary["class_name"] == prediction.top_class
+    assert Explanation.objects.get(examination=classified, kind="lime", target="risk").summary["class_name"] == (
+        explanations.RISK_NAME
+    )
+    page = clinician_client.get(f"/examinations/{classified.uuid}/").content.decode()
+    assert "explain the malignancy risk" in page
+    assert 'aria-current="true">malignancy risk<' in page
+    assert "?target=top_class" in page
+    assert "explanations/cam/?target=risk" in page
+    page = clinician_client.get(f"/examinations/{classified.uuid}/?target=top_class").content.decode()
+    assert f"explain the top class “{prediction.top_class}”" in page
+    assert "explanations/cam/?target=top_class" in page
+    risk_png = clinician_client.get(f"/examinations/{classified.uuid}/explanations/cam/?target=risk").content
+    top_png = clinician_client.get(f"/examinations/{classified.uuid}/explanations/cam/?target=top_class").content
+    assert risk_png != top_png
+    # An unknown target falls back to the risk rather than erroring.
+    assert clinician_client.get(f"/examinations/{classified.uuid}/?target=bogus").status_code == 200

@@ -1,4 +1,5 @@
-"""Recomputes CAM and LIME explanations for analysed examinations under the current model.
+"""Recomputes CAM and LIME explanations (of the malignancy risk and of the top class)
+for analysed examinations under the current model.
 
 Idempotent: explanations already computed for the current model file are skipped unless
 --force. Run after a model update; safe to stop and start again.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from lesions import risk
+from lesions import explanation_services, risk
 from lesions.models import Examination, Explanation, Prediction
 from lesions.tasks import explain_examination_task
 
@@ -40,7 +41,7 @@ class Command(BaseCommand):
                 model_sha256=sha, status=Explanation.Status.DONE, examination_id__in=exam_ids
             ).values_list("examination_id", flat=True):
                 counts[exam_id] = counts.get(exam_id, 0) + 1
-            done_both = {k for k, v in counts.items() if v >= len(Explanation.Kind.values)}
+            done_both = {k for k, v in counts.items() if v >= len(explanation_services.ORDER)}
         todo = [pk for pk in exam_ids if pk not in done_both]
         self.stdout.write(f"{len(exam_ids)} analysed examinations, {len(todo)} to explain")
         for exam_id in tqdm(todo, desc="explanations", unit="exam", disable=None):

@@ -58,7 +58,8 @@ def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
     for lesion in lesions:
         risk = lesion.latest_prediction.risk if lesion.latest_prediction else None
         lesion.risk_pct = None if risk is None else round(risk * 100)
-        lesion.level = trend.risk_level(risk, threshold)
+        lesion.not_assessable = bool(lesion.latest_prediction and lesion.latest_prediction.not_assessable)
+        lesion.level = "unassessable" if lesion.not_assessable else trend.risk_level(risk, threshold)
         lesion.follow_up_state = follow_up_state(lesion.next_follow_up)
         items.append({"site": lesion.body_site, "lesion": lesion})
     return {
@@ -107,7 +108,12 @@ def _own_record(request, patient, lesions, body_map, follow_ups, threshold):
     decisions = latest_decisions_by_lesion(lesions=lesions)
     for lesion in lesions:
         risk = lesion.latest_prediction.risk if lesion.latest_prediction else None
-        lesion.guidance = guidance.for_risk(risk, threshold, status=lesion.latest_examination_status or "")
+        lesion.guidance = guidance.for_risk(
+            risk,
+            threshold,
+            status=lesion.latest_examination_status or "",
+            assessable=lesion.latest_prediction.assessable if lesion.latest_prediction else None,
+        )
         if lesion.latest_examination_status in ("pending", "running"):
             lesion.guidance = guidance.PENDING
         lesion.decision = decisions.get(lesion.pk)
