@@ -37,7 +37,7 @@ def _classified(lesion, actor, data):
 def test_dark_capture_is_not_assessable_raises_no_alert_and_says_why(lesion, clinic_staff, always_alert):
     rng = np.random.default_rng(1)
     dark = np.clip(rng.normal(18, 6, (450, 600, 3)), 0, 255).astype(np.uint8)
-    exam, prediction = _classified(lesion, clinic_staff, _jpeg(dark))
+    _, prediction = _classified(lesion, clinic_staff, _jpeg(dark))
     assert prediction.assessable is False
     assert "too_dark" in prediction.reason_codes
     assert all(r["message"] for r in prediction.check_reasons)
@@ -48,7 +48,7 @@ def test_dark_capture_is_not_assessable_raises_no_alert_and_says_why(lesion, cli
 def test_natural_photo_is_not_assessable(lesion, clinic_staff, always_alert):
     from skimage import data
 
-    exam, prediction = _classified(lesion, clinic_staff, _jpeg(data.astronaut()))
+    _, prediction = _classified(lesion, clinic_staff, _jpeg(data.astronaut()))
     assert prediction.assessable is False
     assert prediction.reason_codes  # not dermoscopic and/or out of distribution
     assert not Alert.objects.exists()
@@ -56,7 +56,7 @@ def test_natural_photo_is_not_assessable(lesion, clinic_staff, always_alert):
 
 def test_dermoscopic_image_is_assessable_and_alerts(lesion, clinic_staff, ham_images, always_alert):
     _, data = next(iter(ham_images.values()))
-    exam, prediction = _classified(lesion, clinic_staff, io.BytesIO(data))
+    _, prediction = _classified(lesion, clinic_staff, io.BytesIO(data))
     assert prediction.assessable is True
     assert prediction.check_reasons == []
     assert Alert.objects.filter(prediction=prediction).exists()
