@@ -91,9 +91,14 @@ def raises_alert(*, prediction: Prediction, threshold: float | None) -> bool:
     """Whether a new prediction raises an alert: it must be assessable and at or above its
     model's threshold, and come from the active version, or be the first word on an
     examination the active version has not scored (a new upload is never left unalerted
-    because the model on disk has not been activated yet)."""
+    because the model on disk has not been activated yet). Never a second live alert on one
+    examination (re-scoring by the active version keeps the alert an older one raised)."""
     if prediction.assessable is False or not risk.is_alert(prediction.risk, threshold):
         return False
+    if Alert.objects.filter(
+        prediction__examination_id=prediction.examination_id, status__in=(Alert.Status.OPEN, Alert.Status.TRIAGED)
+    ).exists():
+        return False  # one live alert per examination: an open one stays, a decision stands
     active = active_sha()
     if active is None or prediction.model_sha256 == active:
         return True

@@ -14,7 +14,8 @@ from django.db.models import Case, Count, IntegerField, OuterRef, Prefetch, Q, Q
 from django.utils import timezone
 
 from lesions import model_versions
-from lesions.models import Alert, Examination, Lesion, Prediction, TriageDecision
+from lesions import risk as risk_rules
+from lesions.models import Alert, Examination, Lesion, ModelVersion, Prediction, TriageDecision
 from lesions.risk import RiskBand
 from patients.models import Patient
 from portal import permissions
@@ -75,8 +76,18 @@ def active_model_sha() -> str | None:
     return model_versions.active_sha()
 
 
-def model_version_labels() -> dict[str, str]:
-    return model_versions.labels()
+def alert_threshold_of(prediction: Prediction | None) -> float | None:
+    """The alert threshold of the version that made a prediction (the model on disk's when
+    that version has none recorded): 'above the threshold' must mean that version's threshold."""
+    if prediction is not None:
+        recorded = (
+            ModelVersion.objects.filter(sha256=prediction.model_sha256)
+            .values_list("alert_threshold", flat=True)
+            .first()
+        )
+        if recorded is not None:
+            return recorded
+    return risk_rules.alert_threshold()
 
 
 def alert_list_for(*, user: User, status: str | None = Alert.Status.OPEN) -> QuerySet[Alert]:

@@ -15,6 +15,7 @@ from lesions.risk import RiskBand, alert_threshold, model_info
 from lesions.selectors import (
     active_model_sha,
     alert_get_for,
+    alert_threshold_of,
     examination_get_for,
     examination_pair_for,
     examination_thumbnail_get_for,
@@ -272,7 +273,7 @@ def examination_detail(request, examination_uuid):
             "other_predictions": others,
             "probabilities": [(c, p, round(p * 100, 1)) for c, p in probabilities],
             "model": model_info(),
-            "threshold": alert_threshold(),
+            "threshold": alert_threshold_of(prediction),
             "target": target,
             "targets": Explanation.Target.choices,
             "cam": explanations.get("cam"),

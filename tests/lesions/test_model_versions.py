@@ -153,3 +153,35 @@ def test_admin_action_activates_one_version_audited(archive, eager, administrato
     assert new.is_active
     assert new.activated_by == administrator
     assert AuditEntry.objects.filter(action="model_version.activate", actor=administrator).exists()
+
+
+def test_migration_registers_the_versions_of_existing_predictions(db):
+    """Migration 0007 on a running clinic: each model file that made predictions is
+    registered, the newest one active, so pages keep showing what they showed."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("lesions.migrations.0007_model_versions_image_check_explanation_target")
+    older = PredictionFactory(model_sha256="b" * 64, model_version="0.1")
+    PredictionFactory(model_sha256="c" * 64, model_version="0.2")
+    PredictionFactory(examination=older.examination, model_sha256="c" * 64, model_version="0.2")
+    migration.register_versions_of_existing_predictions(apps, None)
+    assert sorted(ModelVersion.objects.values_list("sha256", "version", "is_active")) == [
+        ("b" * 64, "0.1", False),
+        ("c" * 64, "0.2", True),
+    ]
+
+
+def test_rescoring_by_the_active_version_keeps_one_live_alert(archive, eager, monkeypatch):
+    """The version on disk is active (switched before re-scoring): e1 keeps its one open
+    alert, e2's decision stands, e3 gains one."""
+    call_command("rescore", "--dry-run")  # registers the model on disk
+    ModelVersion.objects.update(is_active=False)
+    ModelVersion.objects.filter(sha256=get_classifier().sha256).update(is_active=True)
+    monkeypatch.setattr(get_classifier(), "alert_threshold", 0.0)
+    call_command("rescore", "--wait", "--poll", "0")
+    e1, e2, e3 = archive
+    assert Alert.objects.filter(prediction__examination=e1).count() == 1
+    assert Alert.objects.filter(prediction__examination=e2).count() == 1
+    assert Alert.objects.get(prediction__examination=e3).prediction.model_sha256 == get_classifier().sha256
