@@ -47,7 +47,7 @@ def register(classifier) -> ModelVersion:
         },
     )
     if not created and version.alert_threshold is None:
-        # A row that migration 0005 made from old predictions: fill in what the file says.
+        # A row that migration 0008 made from old predictions: fill in what the file says.
         version.alert_threshold = classifier.alert_threshold
         version.validation = _validation(classifier)
         version.save(update_fields=["alert_threshold", "validation"])

@@ -156,13 +156,13 @@ def test_admin_action_activates_one_version_audited(archive, eager, administrato
 
 
 def test_migration_registers_the_versions_of_existing_predictions(db):
-    """Migration 0007 on a running clinic: each model file that made predictions is
+    """Migration 0008 on a running clinic: each model file that made predictions is
     registered, the newest one active, so pages keep showing what they showed."""
     import importlib
 
     from django.apps import apps
 
-    migration = importlib.import_module("lesions.migrations.0007_model_versions_image_check_explanation_target")
+    migration = importlib.import_module("lesions.migrations.0008_model_versions_image_check_explanation_target")
     older = PredictionFactory(model_sha256="b" * 64, model_version="0.1")
     PredictionFactory(model_sha256="c" * 64, model_version="0.2")
     PredictionFactory(examination=older.examination, model_sha256="c" * 64, model_version="0.2")
