@@ -69,7 +69,9 @@ def explain_examination_task(self, examination_id: int, force: bool = False) -> 
     FAILED and never touches the prediction."""
     for kind, target in explanation_services.ORDER:
         try:
-            explanation_services.explanation_compute(examination_id=examination_id, kind=kind, target=target, force=force)
+            explanation_services.explanation_compute(
+                examination_id=examination_id, kind=kind, target=target, force=force
+            )
         except SoftTimeLimitExceeded:
             _mark_failed(examination_id, kind, target, "Explanation took too long and was stopped.")
             raise

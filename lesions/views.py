@@ -56,7 +56,8 @@ def _lesion_context(user, lesion, upload_form) -> dict:
     alerts = lesion_alerts_by_prediction(lesion=lesion)
     perms = permissions.patient_perms(user, lesion.patient)
     active = active_model_sha()
-    rows, points = [], []
+    rows: list[dict[str, Any]] = []
+    points = []
     previous = None
     for exam in exams:
         prediction = latest_prediction(exam, active)
@@ -132,7 +133,7 @@ def lesion_compare(request, lesion_uuid):
     threshold = alert_threshold()
     alerts = lesion_alerts_by_prediction(lesion=lesion)
     active = active_model_sha()
-    sides = []
+    sides: list[dict[str, Any]] = []
     for exam in (a, b):
         if exam is None:
             continue
