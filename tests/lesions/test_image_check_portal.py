@@ -4,6 +4,7 @@ alert, and stays visible to clinicians (issue 10). Real classification service a
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from lesions.risk import classifier as get_classifier
 from lesions.risk import image_checker
 from lesions.services import examination_upload
 from lesions.tasks import classify_examination_task
+from tests.conftest import require_data_set
 
 
 def _jpeg(pixels: np.ndarray) -> io.BytesIO:
@@ -60,8 +62,8 @@ def test_natural_photo_is_not_assessable(lesion, clinic_staff, always_alert, pho
     assert not Alert.objects.exists()
 
 
-def test_dermoscopic_image_is_assessable_and_alerts(lesion, clinic_staff, ham_images, always_alert):
-    _, data = next(iter(ham_images.values()))
+def test_dermoscopic_image_is_assessable_and_alerts(lesion, clinic_staff, always_alert):
+    data = real_dermoscopy(1)[0]
     _, prediction = _classified(lesion, clinic_staff, io.BytesIO(data))
     assert prediction.assessable is True
     assert prediction.check_reasons == []
@@ -95,3 +97,23 @@ def test_unassessable_result_is_shown_as_such_everywhere(
     assert api["prediction"]["model_active"] is True
     queue = clinician_client.get("/").content.decode()
     assert str(exam.uuid) not in queue
+
+
+def real_dermoscopy(n: int) -> list[bytes]:
+    """n validation JPEGs of the shared data set (the image check must pass real dermoscopy)."""
+    import csv
+    import tarfile
+
+    data_dir = require_data_set()
+    with open(data_dir / "metadata.csv") as fh:
+        wanted = {r["image_id"] for r in csv.DictReader(fh) if r["split"] == "val" and r["dx"] in ("mel", "nv", "bcc")}
+    out: list[bytes] = []
+    with tarfile.open(data_dir / "images.tar") as tar:
+        for member in tar:
+            if Path(member.name).stem in wanted:
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    out.append(fh.read())
+            if len(out) >= n:
+                break
+    return out

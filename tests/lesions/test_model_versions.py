@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -15,6 +16,7 @@ from lesions.services import examination_upload
 from lesions.tasks import classify_examination_task
 from portal.audit import AuditEntry
 from portal.celery import app as celery_app
+from tests.conftest import require_data_set
 from tests.factories import AlertFactory, ExaminationFactory, PredictionFactory
 
 OLD = "a" * 64
@@ -30,11 +32,11 @@ def eager():
 
 
 @pytest.fixture
-def archive(lesion, ham_images):
+def archive(lesion):
     """Three analysed examinations scored by an old, active model version: e1 with an open
     alert, e2 with a triaged one, e3 with none."""
     ModelVersion.objects.create(name="old", version="0.9", sha256=OLD, alert_threshold=0.5, is_active=True)
-    images = [data for _, data in ham_images.values()][:3]
+    images = real_dermoscopy(3)
     exams = []
     for data, risk in zip(images, ("0.900000", "0.800000", "0.100000"), strict=True):
         exam = ExaminationFactory(lesion=lesion, image=ContentFile(data, name="x.jpg"), status=Examination.Status.DONE)
@@ -48,9 +50,9 @@ def _new_threshold(value: float) -> None:
     ModelVersion.objects.filter(sha256=get_classifier().sha256).update(alert_threshold=value)
 
 
-def test_fresh_install_activates_the_first_model(lesion, clinic_staff, ham_images):
+def test_fresh_install_activates_the_first_model(lesion, clinic_staff):
     assert not ModelVersion.objects.exists()
-    _, data = next(iter(ham_images.values()))
+    data = real_dermoscopy(1)[0]
     exam = examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(data))
     classify_examination_task(exam.pk)
     version = ModelVersion.objects.get()
@@ -125,10 +127,10 @@ def test_activation_opens_the_alerts_the_new_version_raises(archive, eager):
     assert alert.prediction.model_sha256 == get_classifier().sha256
 
 
-def test_new_upload_alerts_even_before_the_model_on_disk_is_activated(lesion, clinic_staff, ham_images, monkeypatch):
+def test_new_upload_alerts_even_before_the_model_on_disk_is_activated(lesion, clinic_staff, monkeypatch):
     ModelVersion.objects.create(name="old", version="0.9", sha256=OLD, alert_threshold=0.5, is_active=True)
     monkeypatch.setattr(get_classifier(), "alert_threshold", 0.0)
-    _, data = next(iter(ham_images.values()))
+    data = real_dermoscopy(1)[0]
     exam = examination_upload(actor=clinic_staff, lesion=lesion, image=io.BytesIO(data))
     classify_examination_task(exam.pk)
     assert Alert.objects.filter(prediction__examination=exam).exists()  # no active result to defer to
@@ -185,3 +187,23 @@ def test_rescoring_by_the_active_version_keeps_one_live_alert(archive, eager, mo
     assert Alert.objects.filter(prediction__examination=e1).count() == 1
     assert Alert.objects.filter(prediction__examination=e2).count() == 1
     assert Alert.objects.get(prediction__examination=e3).prediction.model_sha256 == get_classifier().sha256
+
+
+def real_dermoscopy(n: int) -> list[bytes]:
+    """n validation JPEGs of the shared data set (the image check must pass real dermoscopy)."""
+    import csv
+    import tarfile
+
+    data_dir = require_data_set()
+    with open(data_dir / "metadata.csv") as fh:
+        wanted = {r["image_id"] for r in csv.DictReader(fh) if r["split"] == "val" and r["dx"] in ("mel", "nv", "bcc")}
+    out: list[bytes] = []
+    with tarfile.open(data_dir / "images.tar") as tar:
+        for member in tar:
+            if Path(member.name).stem in wanted:
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    out.append(fh.read())
+            if len(out) >= n:
+                break
+    return out
