@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("lesions", "0006_encrypt_top_class"),
+        ("lesions", "0007_explanation_class_out_of_params"),
     ]
 
     operations = [
