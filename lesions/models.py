@@ -59,6 +59,14 @@ class Lesion(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [
+            # A patient's lesion ids without reading the table: counting the open alerts of
+            # every visible patient goes grants -> lesions -> open alerts on indexes only.
+            models.Index(fields=["patient", "id"], name="lesion_patient_idx"),
+            models.Index(
+                fields=["next_follow_up"], condition=models.Q(next_follow_up__isnull=False), name="lesion_follow_up_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Lesion {self.uuid}"
@@ -189,7 +197,19 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-priority", "created_at"]
-        indexes = [models.Index(fields=["clinic", "status", "-priority", "created_at"], name="alert_queue_idx")]
+        indexes = [
+            models.Index(fields=["clinic", "status", "-priority", "created_at"], name="alert_queue_idx"),
+            # Open alerts are a small share of all ever raised: the queue walks them in its
+            # order, the counts read (lesion, priority) from the index alone.
+            models.Index(
+                fields=["-priority", "created_at", "id"],
+                condition=models.Q(status="open"),
+                name="alert_open_queue_idx",
+            ),
+            models.Index(
+                fields=["lesion", "priority"], condition=models.Q(status="open"), name="alert_open_lesion_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Alert {self.uuid}"

@@ -25,11 +25,13 @@ from portal.models import Clinic, User
 
 def _via_lesion(user: User, perm: str = permissions.VIEW) -> Q:
     """Rows (examinations, alerts) whose lesion's patient the user holds `perm` on."""
-    return Q(lesion__patient__in=permissions.visible_patients(user, perm))
+    return permissions.visible_patient_filter(user, perm, patient_field="lesion__patient_id")
 
 
 def lesion_list_for(*, user: User, patient: Patient | None = None) -> QuerySet[Lesion]:
-    qs = Lesion.objects.filter(patient__in=permissions.visible_patients(user)).select_related("patient")
+    qs = Lesion.objects.filter(permissions.visible_patient_filter(user, patient_field="patient_id")).select_related(
+        "patient"
+    )
     if patient is not None:
         qs = qs.filter(patient=patient)
     return qs
@@ -105,7 +107,8 @@ def alert_list_for(*, user: User, status: str | None = Alert.Status.OPEN) -> Que
 def _alert_scope(*, user: User, clinic_uuid: str | UUID | None = None, paged: bool = False) -> QuerySet[Alert]:
     """Alerts the user may triage. `paged` for reading a page in queue order: the EXISTS form
     of the permission check lets the database walk the risk index, probe permissions row by
-    row and stop after the page. Counting every alert is faster with the join form."""
+    row and stop after the page. Counting every alert is faster with the join form (the
+    visible set built once from the grants, `permissions.visible_patient_ids`)."""
     if paged:
         visible = permissions.visible_patient_condition(user, permissions.TRIAGE, patient_field="lesion__patient_id")
     else:
@@ -173,9 +176,15 @@ def alert_counts_for(
     cost a pass over every alert ever raised), `triaged`, `all` and `<status>_<band>`.
     Two or three queries."""
     scope = _alert_scope(user=user, clinic_uuid=clinic_uuid)
-    statuses: list[str] = [Alert.Status.OPEN] if status == Alert.Status.OPEN else list(Alert.Status.values)
     aggregates: dict[str, Count] = {}
-    for name in statuses:
+    if status == Alert.Status.OPEN:
+        # Only the risk in the filters (priority is never null): the open alerts' partial
+        # index (lesion, priority) answers the count without reading the table.
+        aggregates[Alert.Status.OPEN] = Count("*")
+        for band in RiskBand.values:
+            low, high = RiskBand.bounds(band)
+            aggregates[f"open_{band}"] = Count("priority", filter=Q(priority__gte=low, priority__lt=high))
+    for name in [] if status == Alert.Status.OPEN else list(Alert.Status.values):
         aggregates[name] = Count("id", filter=Q(status=name))
         for band in RiskBand.values:
             low, high = RiskBand.bounds(band)
@@ -338,7 +347,7 @@ def follow_ups_due_for(*, user: User, within_days: int = 7) -> list[Lesion]:
     fetches the names of only the patients a page shows, and audits what it shows."""
     until = timezone.localdate() + dt.timedelta(days=within_days)
     lesions = list(
-        Lesion.objects.filter(patient__in=permissions.visible_patients(user))
+        Lesion.objects.filter(permissions.visible_patient_filter(user, patient_field="patient_id"))
         .filter(next_follow_up__lte=until, status__in=FOLLOW_UP_STATUSES)
         .only("uuid", "body_site", "status", "next_follow_up", "patient_id")
         .order_by("next_follow_up", "patient_id", "id")

@@ -113,6 +113,44 @@ def visible_patient_condition(user: Any, perm: str = VIEW, *, patient_field: str
     return condition
 
 
+def visible_patient_ids(user: Any, perm: str = VIEW) -> QuerySet | None:
+    """The ids of the rows of `visible_patients`, as one subquery for `patient_id__in=`: the
+    union of the user's group grants, their own grants and (VIEW, dermatologists) their active
+    emergency grants. None means every record (superusers), so callers add no filter.
+
+    For counting and listing everything a user may see. One IN over a UNION lets the database
+    build the visible set once from the grant indexes (5,000 ids for a clinic) and join it,
+    with a row estimate it can plan with; guardian's OR of two IN subqueries is a filter it
+    can only test row by row after reading every alert or lesion of every clinic."""
+    PatientGroupObjectPermission = _records("PatientGroupObjectPermission")
+    PatientUserObjectPermission = _records("PatientUserObjectPermission")
+    Patient = _records()
+    if not getattr(user, "is_authenticated", False):
+        return Patient.objects.none().values("pk")
+    if user.is_superuser:
+        return None
+    ids = (
+        PatientGroupObjectPermission.objects.filter(group__user=user, permission__codename=perm)
+        .order_by()
+        .values("content_object_id")
+        .union(
+            PatientUserObjectPermission.objects.filter(user=user, permission__codename=perm)
+            .order_by()
+            .values("content_object_id")
+        )
+    )
+    if perm == VIEW and user.role == Role.DERMATOLOGIST:
+        ids = ids.union(_emergency_patient_ids(user).order_by())
+    return ids
+
+
+def visible_patient_filter(user: Any, perm: str = VIEW, *, patient_field: str = "pk") -> Q:
+    """`visible_patient_ids` as a filter on any queryset that reaches the patient id through
+    `patient_field` (e.g. "lesion__patient_id" on alerts, "patient_id" on lesions)."""
+    ids = visible_patient_ids(user, perm)
+    return Q() if ids is None else Q(**{f"{patient_field}__in": ids})
+
+
 def clinics_for(user: Any) -> QuerySet[Clinic]:
     """Clinics a user works in (for filters and choices): every clinic for superusers, their
     own for dermatologists and staff, none for patients. Not an access check on records."""

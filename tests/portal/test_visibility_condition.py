@@ -36,6 +36,40 @@ def test_condition_matches_visible_patients(everyone, perm):
         assert via_alerts == expected, (user.username, perm)
 
 
+@pytest.mark.parametrize("perm", [permissions.VIEW, permissions.CHANGE, permissions.MANAGE_LESIONS, permissions.TRIAGE])
+def test_union_filter_matches_visible_patients(everyone, outside_clinician, patient, perm):
+    """visible_patient_filter (the IN-over-UNION form the counts and lists use) selects the
+    same records, an emergency grant included."""
+    from patients.services import emergency_access_grant
+
+    emergency_access_grant(
+        actor=outside_clinician,
+        clinic=patient.clinic,
+        medical_record_number=patient.medical_record_number,
+        reason="Unconscious patient in our emergency room, history needed",
+    )
+    for user in everyone:
+        expected = set(permissions.visible_patients(user, perm).values_list("pk", flat=True))
+        direct = set(
+            Patient.objects.filter(permissions.visible_patient_filter(user, perm)).values_list("pk", flat=True)
+        )
+        via_alerts = set(
+            Alert.objects.filter(
+                permissions.visible_patient_filter(user, perm, patient_field="lesion__patient_id")
+            ).values_list("lesion__patient_id", flat=True)
+        )
+        assert direct == expected, (user.username, perm)
+        assert via_alerts == expected, (user.username, perm)
+    outsider = set(Patient.objects.filter(permissions.visible_patient_filter(outside_clinician, perm)))
+    assert (patient in outsider) == (perm == permissions.VIEW)  # break-the-glass is read-only
+
+
+def test_union_filter_for_anonymous_is_empty(db):
+    from django.contrib.auth.models import AnonymousUser
+
+    assert not Patient.objects.filter(permissions.visible_patient_filter(AnonymousUser())).exists()
+
+
 def test_anonymous_and_model_wide_permissions_see_nothing(everyone, outside_clinician, django_user_model):
     from django.contrib.auth.models import AnonymousUser
 
