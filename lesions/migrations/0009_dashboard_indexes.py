@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("lesions", "0007_explanation_class_out_of_params"),
+        ("lesions", "0008_model_versions_image_check_explanation_target"),
     ]
 
     operations = [
