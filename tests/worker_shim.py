@@ -44,10 +44,10 @@ def _slow_down(**_kwargs) -> None:
 
         original_compute = explanation_services._compute
 
-        def slow_compute(kind, classifier, image):
+        def slow_compute(kind, target, classifier, image):
             if kind == "lime":
                 pause("explanation lime")
-            return original_compute(kind, classifier, image)
+            return original_compute(kind, target, classifier, image)
 
         explanation_services._compute = slow_compute
 
