@@ -157,3 +157,23 @@ def other_patient_client(other_patient_user):
 @pytest.fixture
 def outside_client(outside_clinician):
     return _client_for(outside_clinician)
+
+
+def real_dermoscopy(n: int) -> list[bytes]:
+    """n validation JPEGs of the shared data set (the image check must pass real dermoscopy)."""
+    import csv
+    import tarfile
+
+    data_dir = require_data_set()
+    with open(data_dir / "metadata.csv") as fh:
+        wanted = {r["image_id"] for r in csv.DictReader(fh) if r["split"] == "val" and r["dx"] in ("mel", "nv", "bcc")}
+    out: list[bytes] = []
+    with tarfile.open(data_dir / "images.tar") as tar:
+        for member in tar:
+            if Path(member.name).stem in wanted:
+                fh = tar.extractfile(member)
+                if fh is not None:
+                    out.append(fh.read())
+            if len(out) >= n:
+                break
+    return out

@@ -4,7 +4,6 @@ alert, and stays visible to clinicians (issue 10). Real classification service a
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from lesions.risk import classifier as get_classifier
 from lesions.risk import image_checker
 from lesions.services import examination_upload
 from lesions.tasks import classify_examination_task
-from tests.conftest import require_data_set
+from tests.conftest import real_dermoscopy
 
 
 def _jpeg(pixels: np.ndarray) -> io.BytesIO:
@@ -97,23 +96,3 @@ def test_unassessable_result_is_shown_as_such_everywhere(
     assert api["prediction"]["model_active"] is True
     queue = clinician_client.get("/").content.decode()
     assert str(exam.uuid) not in queue
-
-
-def real_dermoscopy(n: int) -> list[bytes]:
-    """n validation JPEGs of the shared data set (the image check must pass real dermoscopy)."""
-    import csv
-    import tarfile
-
-    data_dir = require_data_set()
-    with open(data_dir / "metadata.csv") as fh:
-        wanted = {r["image_id"] for r in csv.DictReader(fh) if r["split"] == "val" and r["dx"] in ("mel", "nv", "bcc")}
-    out: list[bytes] = []
-    with tarfile.open(data_dir / "images.tar") as tar:
-        for member in tar:
-            if Path(member.name).stem in wanted:
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    out.append(fh.read())
-            if len(out) >= n:
-                break
-    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
@@ -16,7 +15,7 @@ from lesions.services import examination_upload
 from lesions.tasks import classify_examination_task
 from portal.audit import AuditEntry
 from portal.celery import app as celery_app
-from tests.conftest import require_data_set
+from tests.conftest import real_dermoscopy
 from tests.factories import AlertFactory, ExaminationFactory, PredictionFactory
 
 OLD = "a" * 64
@@ -187,23 +186,3 @@ def test_rescoring_by_the_active_version_keeps_one_live_alert(archive, eager, mo
     assert Alert.objects.filter(prediction__examination=e1).count() == 1
     assert Alert.objects.filter(prediction__examination=e2).count() == 1
     assert Alert.objects.get(prediction__examination=e3).prediction.model_sha256 == get_classifier().sha256
-
-
-def real_dermoscopy(n: int) -> list[bytes]:
-    """n validation JPEGs of the shared data set (the image check must pass real dermoscopy)."""
-    import csv
-    import tarfile
-
-    data_dir = require_data_set()
-    with open(data_dir / "metadata.csv") as fh:
-        wanted = {r["image_id"] for r in csv.DictReader(fh) if r["split"] == "val" and r["dx"] in ("mel", "nv", "bcc")}
-    out: list[bytes] = []
-    with tarfile.open(data_dir / "images.tar") as tar:
-        for member in tar:
-            if Path(member.name).stem in wanted:
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    out.append(fh.read())
-            if len(out) >= n:
-                break
-    return out
