@@ -178,7 +178,7 @@ def seed(rng: random.Random) -> None:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from lesions.models import Alert, BodySite, Examination, Lesion, Prediction, TriageDecision
+    from lesions.models import Alert, AlertTrigger, BodySite, Examination, Lesion, Prediction, TriageDecision, Visit
     from lesions.risk import model_info as current_model_info
     from patients.models import Patient, PatientGroupObjectPermission
     from portal import permissions
@@ -264,13 +264,25 @@ def seed(rng: random.Random) -> None:
     exam_count = lesion_count * EXAMS_PER_LESION
     start = now - dt.timedelta(days=720)
 
+    captured = [start + dt.timedelta(days=140 * (n % EXAMS_PER_LESION) + rng.randint(0, 30)) for n in range(exam_count)]
+
+    def visits():  # one image per visit
+        for n in range(exam_count):
+            yield {
+                "id": n + 1,
+                "lesion_id": n // EXAMS_PER_LESION + 1,
+                "captured_at": captured[n],
+                "recorded_by_id": staff.pk,
+            }
+
     def examinations():
         for n in range(exam_count):
             k = n % EXAMS_PER_LESION
             yield {
                 "id": n + 1,
                 "lesion_id": n // EXAMS_PER_LESION + 1,
-                "captured_at": start + dt.timedelta(days=140 * k + rng.randint(0, 30)),
+                "visit_id": n + 1,
+                "captured_at": captured[n],
                 "uploaded_by_id": staff.pk,
                 "image": image_name,
                 "image_sha256": "0" * 64,
@@ -295,11 +307,27 @@ def seed(rng: random.Random) -> None:
                 "top_class": "mel" if risk > 0.5 else "nv",
             }
 
-    alert_rows = [
-        (n + 1, Alert.Status.OPEN if rng.random() < OPEN_ALERT_SHARE else Alert.Status.TRIAGED)
-        for n, risk in enumerate(risks)
-        if risk >= threshold
-    ]
+    # At most one open alert per lesion (the database's constraint): a lesion's later alerts
+    # are decided ones.
+    alert_rows = []
+    lesions_with_open: set[int] = set()
+    for n, risk in enumerate(risks):
+        if risk < threshold:
+            continue
+        lesion = n // EXAMS_PER_LESION + 1
+        is_open = rng.random() < OPEN_ALERT_SHARE and lesion not in lesions_with_open
+        if is_open:
+            lesions_with_open.add(lesion)
+        alert_rows.append((n + 1, Alert.Status.OPEN if is_open else Alert.Status.TRIAGED))
+
+    def triggers():
+        for a, (prediction, _status) in enumerate(alert_rows):
+            yield {
+                "id": a + 1,
+                "alert_id": a + 1,
+                "prediction_id": prediction,
+                "priority": min(1000, round(risks[prediction - 1] * 1000)),
+            }
 
     def alerts():
         for a, (prediction, status) in enumerate(alert_rows):
@@ -337,9 +365,11 @@ def seed(rng: random.Random) -> None:
         (Patient, patients, "patients (6 encrypted fields each)"),
         (PatientGroupObjectPermission, grants, "object permissions (each clinic's role groups, per record)"),
         (Lesion, lesions, "lesions"),
+        (Visit, visits, "visits"),
         (Examination, examinations, "examinations sharing one encrypted image"),
         (Prediction, predictions, "predictions (probabilities and risk encrypted)"),
         (Alert, alerts, f"alerts (threshold {threshold:.3f})"),
+        (AlertTrigger, triggers, "alert triggers"),
         (TriageDecision, decisions, "triage decisions (encrypted reasons)"),
     ]
     for model, rows, what in steps:

@@ -118,8 +118,8 @@ def seed(args) -> dict:
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from lesions.imaging import validate_and_normalise
-    from lesions.models import Alert, Examination, Prediction
-    from lesions.services import lesion_add
+    from lesions.models import Examination, Prediction, Visit
+    from lesions.services import alert_raise, lesion_add
     from patients.services import patient_register
     from portal.models import Role
     from portal.services import clinic_create, user_create
@@ -155,8 +155,11 @@ def seed(args) -> dict:
             lesion = lesion_add(actor=actor, patient=patient, body_site=site, label=f"{site} {p}")
             lesions.append(str(lesion.uuid))
             for e in range(2):
+                visit = Visit.objects.create(lesion=lesion, recorded_by=actor)
                 exam = Examination(
                     lesion=lesion,
+                    visit=visit,
+                    captured_at=visit.captured_at,
                     uploaded_by=actor,
                     image_sha256=png.sha256,
                     image_width=png.width,
@@ -177,7 +180,7 @@ def seed(args) -> dict:
                     top_class="mel" if risk > 0.5 else "nv",
                 )
                 if risk > 0.7:
-                    Alert.objects.create(prediction=prediction, lesion=lesion, clinic=clinic, priority=int(risk * 1000))
+                    alert_raise(prediction=prediction, risk=risk)
     from django.db import connections
 
     connections.close_all()

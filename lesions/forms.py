@@ -1,3 +1,5 @@
+import datetime as dt
+
 from django import forms
 from django.utils import timezone
 
@@ -35,8 +37,33 @@ class MultipleImageField(forms.FileField):
         return [single(data, initial)]
 
 
+class DateTimeLocalInput(forms.DateTimeInput):
+    """`<input type=datetime-local>`: its value must be ISO (`2026-12-01T09:30`), never the
+    locale's format, or the browser shows the field blank."""
+
+    input_type = "datetime-local"
+
+    def __init__(self, attrs=None):
+        super().__init__(attrs, format="%Y-%m-%dT%H:%M")
+
+
+def _now_to_the_minute():
+    return timezone.localtime().replace(second=0, microsecond=0)
+
+
 class ExaminationUploadForm(forms.Form):
+    """One visit: when the photographs were taken and one or more images of the lesion."""
+
     MAX_FILES = 10
+
+    captured_at = forms.DateTimeField(
+        label="Captured on",
+        required=False,
+        initial=_now_to_the_minute,
+        widget=DateTimeLocalInput,
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        help_text="When the images were taken: now, or earlier for a past visit. Never in the future.",
+    )
 
     image = MultipleImageField(
         label="Image(s)",
@@ -47,6 +74,12 @@ class ExaminationUploadForm(forms.Form):
         required=False, min_value=0, max_value=500, decimal_places=1, label="Measured diameter (mm)"
     )
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False, label="Clinician notes")
+
+    def clean_captured_at(self):
+        value = self.cleaned_data.get("captured_at")
+        if value and value > timezone.now() + dt.timedelta(minutes=5):
+            raise forms.ValidationError("The capture time is in the future.")
+        return value
 
     def clean_image(self):
         images = self.cleaned_data["image"]

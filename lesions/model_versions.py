@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from lesions import risk, services
-from lesions.models import Alert, Examination, ModelVersion, Prediction
+from lesions.models import Alert, AlertTrigger, Examination, ModelVersion, Prediction
 from portal.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -92,13 +92,16 @@ def raises_alert(*, prediction: Prediction, threshold: float | None) -> bool:
     model's threshold, and come from the active version, or be the first word on an
     examination the active version has not scored (a new upload is never left unalerted
     because the model on disk has not been activated yet). Never a second live alert on one
-    examination (re-scoring by the active version keeps the alert an older one raised)."""
+    examination (re-scoring by the active version keeps the alert an older one raised, and a
+    decision on it stands). Whether it opens an alert or joins the lesion's open one is
+    `services.alert_raise`'s business."""
     if prediction.assessable is False or not risk.is_alert(prediction.risk, threshold):
         return False
-    if Alert.objects.filter(
-        prediction__examination_id=prediction.examination_id, status__in=(Alert.Status.OPEN, Alert.Status.TRIAGED)
+    if AlertTrigger.objects.filter(
+        prediction__examination_id=prediction.examination_id,
+        alert__status__in=(Alert.Status.OPEN, Alert.Status.TRIAGED),
     ).exists():
-        return False  # one live alert per examination: an open one stays, a decision stands
+        return False  # the examination already counts in an open alert, or in a decided one
     active = active_sha()
     if active is None or prediction.model_sha256 == active:
         return True
@@ -125,9 +128,10 @@ class AlertChanges:
 def alert_changes(*, sha256: str) -> AlertChanges:
     """Compares, per analysed examination, the alerts today with those the version would raise.
 
-    Opens: the version's prediction alerts and the examination has no alert (open or triaged).
-    Closes: an open alert on another version's prediction where this version's prediction
-    does not alert. An examination the version has not scored keeps its alert either way.
+    Opens: the version's prediction alerts and the examination counts in no alert (open or
+    triaged); `activate` then opens one or joins the lesion's open alert. Closes: an open alert
+    every one of whose triggering examinations this version has scored without alerting. An
+    alert with an examination the version has not scored stays open.
     """
     try:
         version = ModelVersion.objects.get(sha256=sha256)
@@ -143,17 +147,25 @@ def alert_changes(*, sha256: str) -> AlertChanges:
     }
     changes.scored = len(new)
     changes.unscored = done.exclude(pk__in=list(new)).count()
-    alerts_by_exam: dict[int, list[Alert]] = {}
-    for alert in Alert.objects.filter(prediction__examination_id__in=list(new)).select_related("prediction"):
-        alerts_by_exam.setdefault(alert.prediction.examination_id, []).append(alert)
+    live_exams = set(
+        AlertTrigger.objects.filter(
+            prediction__examination_id__in=list(new), alert__status__in=(Alert.Status.OPEN, Alert.Status.TRIAGED)
+        ).values_list("prediction__examination_id", flat=True)
+    )
+    alerting: set[int] = set()
     for exam_id, prediction in sorted(new.items()):
-        would_alert = prediction.assessable is not False and risk.is_alert(prediction.risk, version.alert_threshold)
-        alerts = alerts_by_exam.get(exam_id, [])
-        live = [a for a in alerts if a.status in (Alert.Status.OPEN, Alert.Status.TRIAGED)]
-        if would_alert and not live:
-            changes.to_open.append(prediction.pk)
-        if not would_alert:
-            changes.to_close += [a.pk for a in alerts if a.status == Alert.Status.OPEN]
+        if prediction.assessable is not False and risk.is_alert(prediction.risk, version.alert_threshold):
+            alerting.add(exam_id)
+            if exam_id not in live_exams:
+                changes.to_open.append(prediction.pk)
+    exams_by_open_alert: dict[int, set[int]] = {}
+    for alert_id, exam_id in AlertTrigger.objects.filter(alert__status=Alert.Status.OPEN).values_list(
+        "alert_id", "prediction__examination_id"
+    ):
+        exams_by_open_alert.setdefault(alert_id, set()).add(exam_id)
+    for alert_id, exam_ids in sorted(exams_by_open_alert.items()):
+        if all(e in new and e not in alerting for e in exam_ids):
+            changes.to_close.append(alert_id)
     return changes
 
 

@@ -72,6 +72,29 @@ class Lesion(models.Model):
         return f"Lesion {self.uuid}"
 
 
+class Visit(models.Model):
+    """One sitting of one lesion: when its photographs were taken. Each photograph is an
+    Examination, the unit the model classifies and explains; the visit's result is the
+    highest risk among its analysed, assessable images (`lesions.visits`). The timeline, the
+    progress chart and "change since last" go by visit and its capture time, which may be in
+    the past (a visit entered afterwards) but never in the future."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    lesion = models.ForeignKey(Lesion, on_delete=models.PROTECT, related_name="visits")
+    captured_at = models.DateTimeField(default=timezone.now)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="visits_recorded"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["captured_at", "id"]
+        indexes = [models.Index(fields=["lesion", "captured_at"], name="visit_lesion_captured_idx")]
+
+    def __str__(self) -> str:
+        return f"Visit {self.uuid}"
+
+
 def _image_name(instance: Examination, filename: str) -> str:
     # Never the uploaded name: it may carry a patient's name.
     return f"examinations/{uuid.uuid4().hex}.png.enc"
@@ -90,6 +113,9 @@ class Examination(models.Model):
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     lesion = models.ForeignKey(Lesion, on_delete=models.PROTECT, related_name="examinations")
+    visit = models.ForeignKey(Visit, on_delete=models.PROTECT, related_name="examinations")
+    # The visit's capture time, copied so image lists order and filter without a join; set
+    # only by the upload service, together with the visit.
     captured_at = models.DateTimeField(default=timezone.now)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="examinations_uploaded"
@@ -174,7 +200,14 @@ class Prediction(models.Model):
 
 
 class Alert(models.Model):
-    """Raised when a prediction's malignancy risk passes the model's alert threshold.
+    """A lesion waiting for a dermatologist: opened when a prediction's malignancy risk passes
+    the model's alert threshold, closed by a triage decision.
+
+    At most one open alert per lesion (a database constraint). While it is open, every further
+    prediction over the threshold on that lesion joins it (`triggers`): `prediction` follows
+    the trigger from the most recently captured examination, `priority` is the highest risk
+    among the triggers (a later, lower reading never hides a higher one). After a decision, a
+    later examination over the threshold opens a new alert.
 
     `priority` (risk in thousandths) is stored in clear so the queue can be ordered in SQL;
     it names no one and says nothing without the encrypted record behind it.
@@ -186,17 +219,27 @@ class Alert(models.Model):
         # Closed without a decision when another model version was activated whose
         # prediction for the same examination raises no alert (lesions.model_versions).
         SUPERSEDED = "superseded", "Superseded by a new model version"
+        # Closed without a decision when the lesion's open alerts were made one (migration
+        # 0011): its triggers moved to the lesion's remaining open alert.
+        MERGED = "merged", "Merged into the lesion's open alert"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # The latest trigger's prediction (by capture time): the examination the queue shows.
     prediction = models.OneToOneField(Prediction, on_delete=models.PROTECT, related_name="alert")
     lesion = models.ForeignKey(Lesion, on_delete=models.PROTECT, related_name="alerts")
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="alerts")
     priority = models.PositiveSmallIntegerField(db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-priority", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lesion"], condition=models.Q(status="open"), name="one_open_alert_per_lesion"
+            )
+        ]
         indexes = [
             models.Index(fields=["clinic", "status", "-priority", "created_at"], name="alert_queue_idx"),
             # Open alerts are a small share of all ever raised: the queue walks them in its
@@ -213,6 +256,22 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"Alert {self.uuid}"
+
+
+class AlertTrigger(models.Model):
+    """One prediction that opened or joined an alert: the alert's history. A prediction
+    triggers at most once."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.PROTECT, related_name="triggers")
+    prediction = models.OneToOneField(Prediction, on_delete=models.PROTECT, related_name="alert_trigger")
+    priority = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Alert trigger {self.pk}"
 
 
 class TriageDecision(models.Model):

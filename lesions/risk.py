@@ -7,6 +7,7 @@ is in one of three bands, which the queue filters on and every page colours by.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 
 from django.conf import settings
@@ -83,3 +84,11 @@ def model_info() -> dict | None:
 def alert_threshold() -> float | None:
     threshold = (model_info() or {}).get("alert_threshold")
     return None if threshold is None else float(threshold)
+
+
+def visit_risk(image_risks: Iterable[float | None]) -> float | None:
+    """A visit's result from its images' risks: the highest (None for an image not analysed or
+    not assessable). The highest, not the mean: one worrying view of a lesion is enough to look
+    at it, and averaging would let a blurred or off-centre photograph dilute a clear one."""
+    risks = [r for r in image_risks if r is not None]
+    return max(risks) if risks else None

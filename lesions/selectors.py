@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from lesions import model_versions
 from lesions import risk as risk_rules
-from lesions.models import Alert, Examination, Lesion, ModelVersion, Prediction, TriageDecision
+from lesions.models import Alert, AlertTrigger, Examination, Lesion, ModelVersion, Prediction, TriageDecision
 from lesions.risk import RiskBand
 from patients.models import Patient
 from portal import permissions
@@ -65,6 +65,15 @@ def examination_get_for(*, user: User, examination_uuid: object, audit: bool = T
     if audit:
         audit_record(actor=user, action="examination.view", target=exam, patient=exam.lesion.patient)
     return exam
+
+
+def visit_examinations_for(*, exam: Examination) -> list[Examination]:
+    """The images of an examination's visit (itself included), in upload order, with their
+    predictions. For an examination fetched through `examination_get_for`: the others are of
+    the same lesion, so of the same patient, and the page's audit entry covers them."""
+    return list(
+        Examination.objects.filter(visit_id=exam.visit_id).prefetch_related("predictions").order_by("created_at", "id")
+    )
 
 
 def latest_prediction(exam: Examination, active: str | None = None) -> Prediction | None:
@@ -277,7 +286,10 @@ def examination_pair_for(
     b = b or (examinations[-1] if examinations else None)
     a = by_uuid.get(str(a_uuid)) if a_uuid else None
     if a is None and b is not None:
-        earlier = [e for e in examinations if (e.captured_at, e.pk) < (b.captured_at, b.pk)]
+        # The last image of an earlier visit: another image of the same visit is the same day.
+        earlier = [
+            e for e in examinations if e.visit_id != b.visit_id and (e.captured_at, e.pk) < (b.captured_at, b.pk)
+        ]
         a = earlier[-1] if earlier else None
     for exam in (a, b):
         if exam is not None:
@@ -286,10 +298,12 @@ def examination_pair_for(
 
 
 def lesion_alerts_by_prediction(*, lesion: Lesion) -> dict[int, Alert]:
-    """The lesion's alerts (with any decision), keyed by prediction id. Call only for a
-    lesion already fetched through `lesion_get_for`."""
-    alerts = Alert.objects.filter(lesion=lesion).select_related("decision", "decision__decided_by")
-    return {a.prediction_id: a for a in alerts}
+    """The lesion's alerts (with any decision), keyed by the id of each prediction that
+    opened or joined one. Call only for a lesion already fetched through `lesion_get_for`."""
+    triggers = AlertTrigger.objects.filter(alert__lesion=lesion).select_related(
+        "alert", "alert__decision", "alert__decision__decided_by"
+    )
+    return {t.prediction_id: t.alert for t in triggers}
 
 
 def lesion_overview_for(*, user: User, patient: Patient) -> list[Any]:
@@ -372,6 +386,22 @@ def follow_up_patients_for(*, user: User, lesions: list[Lesion]) -> dict[int, Pa
         shown={"patient": [patients[lesion.patient_id] for lesion in shown_lesions], "lesion": shown_lesions},
     )
     return patients
+
+
+def alert_history(*, alert: Alert) -> list[AlertTrigger]:
+    """What raised an alert fetched through `alert_get_for`: its triggers in capture order."""
+    return list(
+        alert.triggers.select_related("prediction__examination").order_by("prediction__examination__captured_at", "id")
+    )
+
+
+def open_alerts_by_lesion(*, lesions: list[Lesion]) -> dict[int, Alert]:
+    """lesion id -> its open alert (at most one: a database constraint), for lesions already
+    fetched through a selector. One query."""
+    return {
+        alert.lesion_id: alert
+        for alert in Alert.objects.filter(lesion__in=[lesion.pk for lesion in lesions], status=Alert.Status.OPEN)
+    }
 
 
 def latest_decisions_by_lesion(*, lesions: list[Lesion]) -> dict[int, TriageDecision]:

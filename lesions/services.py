@@ -11,13 +11,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from lesions import classification, tasks
-from lesions.imaging import validate_and_normalise
-from lesions.models import Alert, Examination, Lesion, Prediction, TriageDecision
+from lesions.imaging import NormalisedImage, validate_and_normalise
+from lesions.models import Alert, AlertTrigger, Examination, Lesion, Prediction, TriageDecision, Visit
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
@@ -44,46 +44,128 @@ def lesion_add(
     return lesion
 
 
+def _check_capture_time(*, lesion: Lesion, captured_at: dt.datetime) -> None:
+    if captured_at > timezone.now() + dt.timedelta(minutes=5):  # a camera clock a little ahead
+        raise ValidationError({"captured_at": "The capture time is in the future."})
+    born = lesion.patient.date_of_birth
+    if born and timezone.localdate(captured_at) < born:
+        raise ValidationError({"captured_at": "The capture date is before the patient's date of birth."})
+
+
+def visit_record(*, actor: User, lesion: Lesion, captured_at: dt.datetime | None = None) -> Visit:
+    """A visit of a lesion at `captured_at` (default now; in the past for a visit entered
+    afterwards, never in the future or before the patient was born). Its images are added
+    with `examination_upload(visit=...)`."""
+    permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, lesion.patient)
+    captured_at = captured_at or timezone.now()
+    _check_capture_time(lesion=lesion, captured_at=captured_at)
+    visit = Visit.objects.create(lesion=lesion, captured_at=captured_at, recorded_by=actor)
+    audit_record(actor=actor, action="visit.create", target=visit, patient=lesion.patient)
+    return visit
+
+
 def examination_upload(
     *,
     actor: User,
     lesion: Lesion,
     image: IO[bytes],
     image_size: int | None = None,
+    visit: Visit | None = None,
     captured_at: dt.datetime | None = None,
     diameter_mm: Decimal | None = None,
     notes: str = "",
     synthetic: bool = False,
 ) -> Examination:
-    """Validates the image before anything is written: a rejected upload stores nothing.
-    `synthetic` marks a generated demo image (seed_demo), which every page then labels."""
+    """One image of a visit. Validates the image before anything is written: a rejected upload
+    stores nothing (not even a new visit). Without `visit`, the image is a visit of its own at
+    `captured_at`. `synthetic` marks a generated demo image (seed_demo), which every page then
+    labels."""
     permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, lesion.patient)
+    if visit is not None and visit.lesion_id != lesion.pk:
+        raise ValidationError("This visit belongs to another lesion.")
+    if visit is None:
+        _check_capture_time(lesion=lesion, captured_at=captured_at or timezone.now())
     normalised = validate_and_normalise(image, size=image_size)  # raises ValidationError
-    if captured_at and captured_at > timezone.now() + dt.timedelta(minutes=5):
-        raise ValidationError({"captured_at": "The capture time is in the future."})
     with transaction.atomic():
-        exam = Examination(
-            lesion=lesion,
-            uploaded_by=actor,
-            captured_at=captured_at or timezone.now(),
-            diameter_mm=diameter_mm,
-            notes=notes.strip(),
-            image_sha256=normalised.sha256,
-            image_width=normalised.width,
-            image_height=normalised.height,
-            status=Examination.Status.PENDING,
-            synthetic=synthetic,
+        if visit is None:
+            visit = visit_record(actor=actor, lesion=lesion, captured_at=captured_at)
+        return _examination_store(
+            actor=actor, visit=visit, normalised=normalised, diameter_mm=diameter_mm, notes=notes, synthetic=synthetic
         )
-        exam.image.save("upload", ContentFile(normalised.png_bytes), save=False)
+
+
+def visit_upload(
+    *,
+    actor: User,
+    lesion: Lesion,
+    images: list[tuple[IO[bytes], int | None]],
+    captured_at: dt.datetime | None = None,
+    diameter_mm: Decimal | None = None,
+    notes: str = "",
+) -> tuple[list[Examination], list[str]]:
+    """A visit with its images, as staff upload them in one form: every image is validated
+    first; the visit and the valid images are stored together, or nothing when none is valid.
+    Returns the examinations made and one message per rejected image (never the file's name:
+    it may carry the patient's name). A bad capture time raises before any image is read."""
+    permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, lesion.patient)
+    captured_at = captured_at or timezone.now()
+    _check_capture_time(lesion=lesion, captured_at=captured_at)
+    valid: list[NormalisedImage] = []
+    rejected: list[str] = []
+    for number, (image, size) in enumerate(images, start=1):
         try:
-            exam.full_clean()
-            exam.save()
-        except Exception:
-            exam.image.delete(save=False)
-            raise
-        audit_record(actor=actor, action="examination.create", target=exam, patient=lesion.patient)
-        exam_id = exam.pk
-        transaction.on_commit(lambda: classification.enqueue_classification(exam_id))
+            valid.append(validate_and_normalise(image, size=size))
+        except ValidationError as exc:
+            prefix = f"Image {number} of {len(images)}: " if len(images) > 1 else ""
+            rejected.append(prefix + " ".join(exc.messages))
+    created: list[Examination] = []
+    if valid:
+        with transaction.atomic():
+            visit = visit_record(actor=actor, lesion=lesion, captured_at=captured_at)
+            for normalised in valid:
+                created.append(
+                    _examination_store(
+                        actor=actor, visit=visit, normalised=normalised, diameter_mm=diameter_mm, notes=notes
+                    )
+                )
+    return created, rejected
+
+
+def _examination_store(
+    *,
+    actor: User,
+    visit: Visit,
+    normalised: NormalisedImage,
+    diameter_mm: Decimal | None,
+    notes: str,
+    synthetic: bool = False,
+) -> Examination:
+    """Stores one validated image of a visit (inside the caller's transaction) and queues its
+    classification after commit."""
+    lesion = visit.lesion
+    exam = Examination(
+        lesion=lesion,
+        visit=visit,
+        uploaded_by=actor,
+        captured_at=visit.captured_at,
+        diameter_mm=diameter_mm,
+        notes=notes.strip(),
+        image_sha256=normalised.sha256,
+        image_width=normalised.width,
+        image_height=normalised.height,
+        status=Examination.Status.PENDING,
+        synthetic=synthetic,
+    )
+    exam.image.save("upload", ContentFile(normalised.png_bytes), save=False)
+    try:
+        exam.full_clean()
+        exam.save()
+    except Exception:
+        exam.image.delete(save=False)
+        raise
+    audit_record(actor=actor, action="examination.create", target=exam, patient=lesion.patient)
+    exam_id = exam.pk
+    transaction.on_commit(lambda: classification.enqueue_classification(exam_id))
     return exam
 
 
@@ -149,18 +231,60 @@ def triage_decide(
 
 
 def alert_raise(*, prediction: Prediction, risk: float) -> Alert:
-    """Puts a high-risk prediction in its clinic's queue and, when DERMATRACK_ALERT_EMAILS is
-    on, tells the clinic's dermatologists after commit. Called by the classification service."""
+    """Puts a high-risk prediction in its clinic's queue: it joins the lesion's open alert,
+    or opens one. Called by the classification service (and on a model-version switch).
+
+    Joining: the alert shows the most recently captured trigger's examination, and its
+    priority is the highest risk among its triggers. The lesion row is locked first, so two
+    workers with two images of one lesion queue one after the other; where the database has
+    no row locks (SQLite serialises writers anyway) the partial unique constraint
+    `one_open_alert_per_lesion` refuses the second open alert and the loser joins the winner.
+    When DERMATRACK_ALERT_EMAILS is on, a newly opened alert (not a joined one) is mailed to
+    the clinic's dermatologists after commit."""
     exam = prediction.examination
-    alert = Alert.objects.create(
-        prediction=prediction,
-        lesion=exam.lesion,
-        clinic=exam.lesion.patient.clinic,
-        priority=min(1000, round(risk * 1000)),
-    )
-    if getattr(settings, "DERMATRACK_ALERT_EMAILS", False):
+    priority = min(1000, round(risk * 1000))
+    with transaction.atomic():
+        Lesion.objects.select_for_update().filter(pk=exam.lesion_id).values_list("pk", flat=True).first()
+        alert = _open_alert_locked(exam.lesion_id)
+        opened = False
+        if alert is None:
+            try:
+                with transaction.atomic():
+                    alert = Alert.objects.create(
+                        prediction=prediction,
+                        lesion=exam.lesion,
+                        clinic=exam.lesion.patient.clinic,
+                        priority=priority,
+                    )
+                opened = True
+            except IntegrityError:
+                alert = _open_alert_locked(exam.lesion_id)
+                if alert is None:
+                    raise
+        if not opened:
+            changed = ["updated_at"]
+            if priority > alert.priority:
+                alert.priority = priority
+                changed.append("priority")
+            shown = alert.prediction.examination
+            if (exam.captured_at, exam.pk) >= (shown.captured_at, shown.pk):
+                alert.prediction = prediction
+                changed.append("prediction")
+            alert.save(update_fields=changed)
+        AlertTrigger.objects.get_or_create(prediction=prediction, defaults={"alert": alert, "priority": priority})
+        audit_record(actor=None, action="alert.open" if opened else "alert.join", target=alert)
+    if opened and getattr(settings, "DERMATRACK_ALERT_EMAILS", False):
         tasks.notify_alert_task.delay_on_commit(alert.pk)  # type: ignore[attr-defined]  # Celery 5.4+, not in celery-types
     return alert
+
+
+def _open_alert_locked(lesion_id: int) -> Alert | None:
+    return (
+        Alert.objects.select_for_update()
+        .select_related("prediction__examination")
+        .filter(lesion_id=lesion_id, status=Alert.Status.OPEN)
+        .first()
+    )
 
 
 def alert_notify(*, alert_id: int) -> int:

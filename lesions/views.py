@@ -11,10 +11,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from lesions import guidance, trend
 from lesions.forms import ExaminationUploadForm, LesionAddForm, TriageDecisionForm
 from lesions.models import Examination, Explanation
-from lesions.risk import RiskBand, alert_threshold, model_info
+from lesions.risk import RiskBand, alert_threshold, model_info, visit_risk
 from lesions.selectors import (
     active_model_sha,
     alert_get_for,
+    alert_history,
     alert_threshold_of,
     examination_get_for,
     examination_pair_for,
@@ -23,8 +24,9 @@ from lesions.selectors import (
     lesion_alerts_by_prediction,
     lesion_examinations_for,
     lesion_get_for,
+    visit_examinations_for,
 )
-from lesions.services import examination_thumbnail_render, examination_upload, lesion_add, triage_decide
+from lesions.services import examination_thumbnail_render, lesion_add, triage_decide, visit_upload
 from patients.selectors import patient_get_for
 from portal import permissions
 from portal.forms import apply_validation_error
@@ -57,30 +59,46 @@ def _lesion_context(user, lesion, upload_form) -> dict:
     perms = permissions.patient_perms(user, lesion.patient)
     active = active_model_sha()
     rows: list[dict[str, Any]] = []
-    points = []
-    previous = None
+    visits: dict[int, list[dict[str, Any]]] = {}  # visit id -> its rows, in capture order
     for exam in exams:
         prediction = latest_prediction(exam, active)
         shown_risk = prediction.risk if prediction else None
         # An unassessable image has no risk to chart or compare; its figure stays on its row.
         risk = None if prediction and prediction.not_assessable else shown_risk
         alert = alerts.get(prediction.pk) if prediction else None
-        rows.append(
-            {
-                "exam": exam,
-                "prediction": prediction,
-                "risk_pct": None if shown_risk is None else round(shown_risk * 100),
-                "level": "unassessable"
-                if risk is None and shown_risk is not None
-                else trend.risk_level(risk, threshold),
-                "alert": alert,
-                "decision": getattr(alert, "decision", None) if alert else None,
-                "previous": previous,
-            }
-        )
-        previous = exam
-        if exam.status == Examination.Status.DONE or exam.diameter_mm is not None:
-            points.append(trend.Point(exam.captured_at, risk, trend.as_float(exam.diameter_mm)))
+        row = {
+            "exam": exam,
+            "prediction": prediction,
+            "risk": risk,
+            "risk_pct": None if shown_risk is None else round(shown_risk * 100),
+            "level": "unassessable" if risk is None and shown_risk is not None else trend.risk_level(risk, threshold),
+            "alert": alert,
+            "decision": getattr(alert, "decision", None) if alert else None,
+            "previous": None,
+        }
+        rows.append(row)
+        visits.setdefault(exam.visit_id, []).append(row)
+    # One point per visit, at its capture time: the highest risk among its images (the visit
+    # rule, `risk.visit_risk`) and the largest diameter measured. "Compare with the previous"
+    # pairs an image with the last image of the visit before.
+    points = []
+    previous_visit_last = None
+    for visit_rows in visits.values():
+        for position, row in enumerate(visit_rows, start=1):
+            row["previous"] = previous_visit_last
+            row["visit_position"] = position
+            row["visit_size"] = len(visit_rows)
+        analysed = [r for r in visit_rows if r["exam"].status == Examination.Status.DONE]
+        diameters = [d for d in (trend.as_float(r["exam"].diameter_mm) for r in visit_rows) if d is not None]
+        if analysed or diameters:
+            points.append(
+                trend.Point(
+                    visit_rows[0]["exam"].captured_at,
+                    visit_risk(r["risk"] for r in analysed),
+                    max(diameters) if diameters else None,
+                )
+            )
+        previous_visit_last = visit_rows[-1]["exam"]
     return {
         "lesion": lesion,
         "rows": rows,
@@ -186,32 +204,27 @@ def examination_create(request, lesion_uuid):
     form = ExaminationUploadForm(request.POST, request.FILES)
     if form.is_valid():
         uploads = form.cleaned_data["image"]
-        created, rejected = [], []
-        for number, upload in enumerate(uploads, start=1):
-            try:
-                created.append(
-                    examination_upload(
-                        actor=request.user,
-                        lesion=lesion,
-                        image=upload,
-                        image_size=upload.size,
-                        diameter_mm=form.cleaned_data.get("diameter_mm"),
-                        notes=form.cleaned_data.get("notes") or "",
-                    )
-                )
-            except ValidationError as exc:
-                # Never the file's name in a message: it may carry the patient's name.
-                prefix = f"Image {number} of {len(uploads)}: " if len(uploads) > 1 else ""
-                rejected.append(prefix + " ".join(exc.messages))
-        if created:
-            for problem in rejected:
-                messages.error(request, problem)
-            if len(created) == 1 and not rejected:
-                messages.success(request, "Image uploaded; analysis has started.")
-                return redirect("lesions:examination-detail", examination_uuid=created[0].uuid)
-            messages.success(request, f"{len(created)} images uploaded; analysis has started.")
-            return redirect(reverse("lesions:lesion-detail", kwargs={"lesion_uuid": lesion.uuid}) + "#examinations")
-        form.add_error("image", rejected)
+        try:
+            created, rejected = visit_upload(
+                actor=request.user,
+                lesion=lesion,
+                images=[(upload, upload.size) for upload in uploads],
+                captured_at=form.cleaned_data.get("captured_at"),
+                diameter_mm=form.cleaned_data.get("diameter_mm"),
+                notes=form.cleaned_data.get("notes") or "",
+            )
+        except ValidationError as exc:
+            apply_validation_error(form, exc)
+        else:
+            if created:
+                for problem in rejected:
+                    messages.error(request, problem)
+                if len(created) == 1 and not rejected:
+                    messages.success(request, "Visit recorded: 1 image; analysis has started.")
+                    return redirect("lesions:examination-detail", examination_uuid=created[0].uuid)
+                messages.success(request, f"Visit recorded: {len(created)} images; analysis has started.")
+                return redirect(reverse("lesions:lesion-detail", kwargs={"lesion_uuid": lesion.uuid}) + "#examinations")
+            form.add_error("image", rejected)
     return render(request, "lesions/lesion_detail.html", _lesion_context(request.user, lesion, form), status=400)
 
 
@@ -263,6 +276,21 @@ def examination_detail(request, examination_uuid):
         probabilities = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
     explanations = _current_explanations(exam, prediction, target)
     others = [p for p in exam.predictions.all() if prediction is not None and p.pk != prediction.pk]
+    threshold = alert_threshold_of(prediction)
+    visit_images: list[dict[str, Any]] = []
+    for image in visit_examinations_for(exam=exam):
+        shown = latest_prediction(image, active)
+        image_risk = None if shown is None or shown.not_assessable else shown.risk
+        visit_images.append(
+            {
+                "exam": image,
+                "risk": image_risk,
+                "risk_pct": None if image_risk is None else round(image_risk * 100),
+                "level": trend.risk_level(image_risk, threshold),
+                "current": image.pk == exam.pk,
+            }
+        )
+    result = visit_risk(v["risk"] for v in visit_images)
     return render(
         request,
         "lesions/examination_detail.html",
@@ -274,7 +302,10 @@ def examination_detail(request, examination_uuid):
             "other_predictions": others,
             "probabilities": [(c, p, round(p * 100, 1)) for c, p in probabilities],
             "model": model_info(),
-            "threshold": alert_threshold_of(prediction),
+            "threshold": threshold,
+            "visit_images": visit_images,
+            "visit_result_pct": None if result is None else round(result * 100),
+            "visit_result_level": trend.risk_level(result, threshold),
             "target": target,
             "targets": Explanation.Target.choices,
             "cam": explanations.get("cam"),
@@ -362,6 +393,7 @@ def alert_triage(request, alert_uuid):
             "exam": exam,
             "lesion": alert.lesion,
             "decision": getattr(alert, "decision", None),
+            "triggers": alert_history(alert=alert),
             "form": form,
             "compare_url": reverse("lesions:lesion-compare", kwargs={"lesion_uuid": alert.lesion.uuid})
             + f"?b={exam.uuid}",

@@ -9,9 +9,10 @@ from decimal import Decimal
 import factory
 import numpy as np
 from django.core.files.base import ContentFile
+from django.utils import timezone
 from PIL import Image
 
-from lesions.models import Alert, BodySite, Examination, Lesion, Prediction
+from lesions.models import Alert, AlertTrigger, BodySite, Examination, Lesion, Prediction, Visit
 from patients.models import Patient, ReferralCentre
 from patients.services import patient_account_link, patient_register
 from portal.models import Clinic, Role, User
@@ -123,11 +124,25 @@ def lesion_jpeg_bytes(seed=0, kind="nv", size=(320, 240)) -> bytes:
     return synthetic_lesion_image(seed=seed, kind=kind, size=size)
 
 
+class VisitFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Visit
+
+    lesion = factory.SubFactory(LesionFactory)
+    captured_at = factory.LazyFunction(timezone.now)
+
+
 class ExaminationFactory(factory.django.DjangoModelFactory):
+    """One image; a visit of its own unless `visit` is given (its capture time is the visit's)."""
+
     class Meta:
         model = Examination
 
     lesion = factory.SubFactory(LesionFactory)
+    captured_at = factory.LazyFunction(timezone.now)
+    visit = factory.SubFactory(
+        VisitFactory, lesion=factory.SelfAttribute("..lesion"), captured_at=factory.SelfAttribute("..captured_at")
+    )
     image = factory.LazyFunction(lambda: ContentFile(png_bytes(), name="x.png"))
     image_sha256 = "0" * 64
     image_width = 120
@@ -153,11 +168,20 @@ class PredictionFactory(factory.django.DjangoModelFactory):
 class AlertFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Alert
+        skip_postgeneration_save = True
 
     prediction = factory.SubFactory(PredictionFactory)
     lesion = factory.LazyAttribute(lambda o: o.prediction.examination.lesion)
     clinic = factory.LazyAttribute(lambda o: o.lesion.patient.clinic)
     priority = factory.LazyAttribute(lambda o: min(1000, round(float(o.prediction.malignancy_risk) * 1000)))
+
+    @factory.post_generation
+    def trigger(alert, create, extracted, **kwargs):
+        """The alert's history starts with its own prediction, as `alert_raise` writes it."""
+        if create:
+            AlertTrigger.objects.get_or_create(
+                prediction=alert.prediction, defaults={"alert": alert, "priority": alert.priority}
+            )
 
 
 class ReferralCentreFactory(factory.django.DjangoModelFactory):

@@ -30,9 +30,14 @@ def test_the_migration_encrypts_existing_plaintext_labels(lesion):
     executor = MigrationExecutor(connection)
     executor.migrate([("lesions", "0005_examination_synthetic")])
     try:
-        # A row written before the change: its label in plaintext.
+        # A row written before the change: its label in plaintext (the examination through
+        # the historical model: the table had no visit then).
         prediction = PredictionFactory.build(examination__lesion=lesion)
-        prediction.examination.save()
+        old_apps = executor.loader.project_state([("lesions", "0005_examination_synthetic")]).apps
+        old_exam = old_apps.get_model("lesions", "Examination").objects.create(
+            lesion_id=lesion.pk, image="examinations/x.png.enc", image_sha256="0" * 64, image_width=1, image_height=1
+        )
+        prediction.examination.pk = old_exam.pk
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO lesions_prediction (uuid, examination_id, model_name, model_version, model_sha256,"

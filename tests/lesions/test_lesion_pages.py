@@ -156,8 +156,8 @@ def test_lesion_page_query_count_does_not_grow_with_examinations(
 ):
     for i in range(n_exams):
         exam = _exam(lesion, 10 * (n_exams - i), f"0.{300 + 40 * i:06d}", "5.0")
-        if i % 3 == 0:
-            AlertFactory(prediction=exam.predictions.get())
+        if i % 3 == 0:  # one open alert per lesion: the earlier ones decided
+            AlertFactory(prediction=exam.predictions.get(), status="open" if i == 0 else "triaged")
     url = _url("lesions:lesion-detail", lesion)
     clinician_client.get(url)
     # session, user, lesion, audit, examinations, their predictions, their explanations, the

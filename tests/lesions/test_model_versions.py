@@ -9,7 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 
 from lesions import model_versions
-from lesions.models import Alert, Examination, ModelVersion, Prediction
+from lesions.models import Alert, AlertTrigger, Examination, ModelVersion, Prediction
 from lesions.risk import classifier as get_classifier
 from lesions.services import examination_upload
 from lesions.tasks import classify_examination_task
@@ -176,13 +176,16 @@ def test_migration_registers_the_versions_of_existing_predictions(db):
 
 def test_rescoring_by_the_active_version_keeps_one_live_alert(archive, eager, monkeypatch):
     """The version on disk is active (switched before re-scoring): e1 keeps its one open
-    alert, e2's decision stands, e3 gains one."""
+    alert, e2's decision stands, e3 (same lesion) joins the lesion's open alert."""
     call_command("rescore", "--dry-run")  # registers the model on disk
     ModelVersion.objects.update(is_active=False)
     ModelVersion.objects.filter(sha256=get_classifier().sha256).update(is_active=True)
     monkeypatch.setattr(get_classifier(), "alert_threshold", 0.0)
     call_command("rescore", "--wait", "--poll", "0")
     e1, e2, e3 = archive
-    assert Alert.objects.filter(prediction__examination=e1).count() == 1
-    assert Alert.objects.filter(prediction__examination=e2).count() == 1
-    assert Alert.objects.get(prediction__examination=e3).prediction.model_sha256 == get_classifier().sha256
+    open_alert = Alert.objects.get(status=Alert.Status.OPEN)
+    assert set(open_alert.triggers.values_list("prediction__examination", flat=True)) == {e1.pk, e3.pk}
+    assert AlertTrigger.objects.filter(prediction__examination=e2).get().alert.status == Alert.Status.TRIAGED
+    # The alert now shows e3, the most recently captured trigger, scored by the model on disk.
+    assert open_alert.prediction.examination == e3
+    assert open_alert.prediction.model_sha256 == get_classifier().sha256

@@ -133,9 +133,14 @@ def test_alert_raise_notifies_only_after_commit_and_only_when_switched_on(
     assert callbacks == []
     settings.DERMATRACK_ALERT_EMAILS = True
     with django_capture_on_commit_callbacks() as callbacks:
-        alert = alert_raise(prediction=PredictionFactory(examination__lesion=lesion), risk=0.9)
+        alert = alert_raise(prediction=PredictionFactory(), risk=0.9)
     assert len(callbacks) == 1
     assert alert.priority == 900
+    # Joining an open alert is not news: no second mail for the same lesion.
+    with django_capture_on_commit_callbacks() as callbacks:
+        joined = alert_raise(prediction=PredictionFactory(examination__lesion=alert.lesion), risk=0.95)
+    assert joined.pk == alert.pk
+    assert callbacks == []
 
 
 def test_notification_goes_to_the_clinics_dermatologists_without_patient_details(

@@ -123,9 +123,9 @@ def test_patient_page_query_count_does_not_grow_with_lesions(
     url = _detail(patient)
     clinician_client.get(url)
     # session, user, patient (permission join), audit, lesions with their latest prediction
-    # and count (subqueries), those predictions, the manage-lesions check (guardian: 2),
-    # the active model version.
-    with django_assert_num_queries(9):
+    # and count (subqueries), those predictions, the user's permissions on the record
+    # (guardian: 2), the active model version, the lesions' open alerts and latest decisions.
+    with django_assert_num_queries(11):
         response = clinician_client.get(url)
     assert len(response.context["lesions"]) == n_lesions
 

@@ -15,6 +15,7 @@ from lesions.selectors import (
     follow_ups_due_for,
     latest_decisions_by_lesion,
     lesion_overview_for,
+    open_alerts_by_lesion,
 )
 from patients import referrals
 from patients.forms import PatientRegisterForm, ReferralSearchForm
@@ -76,7 +77,8 @@ def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
 @login_required
 def patient_detail(request, patient_uuid):
     patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
-    can_manage = permissions.has_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
+    perms = permissions.patient_perms(request.user, patient)
+    can_manage = permissions.MANAGE_LESIONS in perms
     lesions = lesion_overview_for(user=request.user, patient=patient)
     threshold = alert_threshold()
     body_map = _lesion_map(lesions, threshold, link_sites=can_manage)
@@ -86,6 +88,11 @@ def patient_detail(request, patient_uuid):
     )
     if patient.account_id == request.user.pk:
         return _own_record(request, patient, lesions, body_map, follow_ups, threshold)
+    open_alerts = open_alerts_by_lesion(lesions=lesions)
+    decisions = latest_decisions_by_lesion(lesions=lesions)
+    for lesion in lesions:
+        lesion.open_alert = open_alerts.get(lesion.pk)
+        lesion.last_decision = decisions.get(lesion.pk)
     site = request.GET.get("site")
     lesion_form = LesionAddForm(initial={"body_site": site} if site in BodySite.values else None)
     return render(
@@ -97,6 +104,7 @@ def patient_detail(request, patient_uuid):
             "body_map": body_map,
             "follow_ups": follow_ups,
             "can_manage": can_manage,
+            "can_triage": permissions.TRIAGE in perms,
             "lesion_form": lesion_form,
             "picked_site": site if site in BodySite.values else None,
         },
