@@ -178,7 +178,7 @@ def progress_chart(points: list[Point], threshold: float | None) -> Chart | None
             labels.add(label)
             chart.date_ticks.append({"x": x, "label": label})
     last = points[-1]
-    bits = [f"{len(points)} examinations from {start:%Y-%m-%d} to {end:%Y-%m-%d}."]
+    bits = [f"{len(points)} visit{'' if len(points) == 1 else 's'} from {start:%Y-%m-%d} to {end:%Y-%m-%d}."]
     if last.risk is not None:
         bits.append(f"Latest risk {round(last.risk * 100)} %.")
     if last.diameter is not None:
