@@ -220,9 +220,9 @@ def examination_create(request, lesion_uuid):
                 for problem in rejected:
                     messages.error(request, problem)
                 if len(created) == 1 and not rejected:
-                    messages.success(request, "Visit recorded: 1 image; analysis has started.")
+                    messages.success(request, "Visit recorded: image uploaded; analysis has started.")
                     return redirect("lesions:examination-detail", examination_uuid=created[0].uuid)
-                messages.success(request, f"Visit recorded: {len(created)} images; analysis has started.")
+                messages.success(request, f"Visit recorded: {len(created)} images uploaded; analysis has started.")
                 return redirect(reverse("lesions:lesion-detail", kwargs={"lesion_uuid": lesion.uuid}) + "#examinations")
             form.add_error("image", rejected)
     return render(request, "lesions/lesion_detail.html", _lesion_context(request.user, lesion, form), status=400)
