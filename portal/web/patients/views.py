@@ -16,7 +16,7 @@ from lesions.selectors import (
     latest_decisions_by_lesion,
     lesion_overview_for,
 )
-from patients import referrals
+from patients import accounts, referrals
 from patients.forms import PatientRegisterForm, ReferralSearchForm
 from patients.selectors import own_patient_record, patient_get_for, patient_list_for, referral_centre_list_for
 from patients.services import patient_register
@@ -76,7 +76,8 @@ def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
 @login_required
 def patient_detail(request, patient_uuid):
     patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
-    can_manage = permissions.has_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
+    perms = permissions.patient_perms(request.user, patient)  # one lookup for every action offered
+    can_manage = permissions.MANAGE_LESIONS in perms
     lesions = lesion_overview_for(user=request.user, patient=patient)
     threshold = alert_threshold()
     body_map = _lesion_map(lesions, threshold, link_sites=can_manage)
@@ -99,6 +100,8 @@ def patient_detail(request, patient_uuid):
             "can_manage": can_manage,
             "lesion_form": lesion_form,
             "picked_site": site if site in BodySite.values else None,
+            # Portal login: invited, activated, revoked (staff and administrators, who may change the record).
+            "portal_access": accounts.portal_access_for(patient=patient) if permissions.CHANGE in perms else None,
         },
     )
 
