@@ -10,6 +10,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -44,9 +45,8 @@ def invite_email(request, patient_uuid):
     except (SMTPException, OSError):
         messages.error(request, "The invitation e-mail could not be sent; nothing was created. Try again later.")
     else:
-        messages.success(
-            request, f"Invitation e-mail sent. The link works once, until {invitation.expires_at:%Y-%m-%d %H:%M} UTC."
-        )
+        until = timezone.localtime(invitation.expires_at)
+        messages.success(request, f"Invitation e-mail sent. The link works once, until {until:%Y-%m-%d %H:%M}.")
     return _patient_page(patient)
 
 
@@ -87,9 +87,7 @@ def access_revoke(request, patient_uuid):
 
 
 def _invalid(request, reason: str):
-    return render(
-        request, "patients/invitation_invalid.html", {"reason": reason}, status=_STATUS.get(reason, 410)
-    )
+    return render(request, "patients/invitation_invalid.html", {"reason": reason}, status=_STATUS.get(reason, 410))
 
 
 def _limited(request) -> bool:
