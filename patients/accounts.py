@@ -48,6 +48,9 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
 CODE_LENGTH = 12
 CODE_GROUP = 4
 _HMAC_SALT = "dermatrack.patients.invitation"
+# Inviting and revoking change who can open the record: the "change patient" permission (clinic
+# staff and administrators; dermatologists read and triage but do not edit the record's details).
+ACCOUNT_PERM = permissions.CHANGE
 
 
 class InvitationInvalid(Exception):
@@ -94,7 +97,7 @@ def _revoke_live(*, actor: User | None, patient: Patient, now: dt.datetime) -> i
 
 
 def _invitation_create(*, actor: User, patient: Patient, method: str) -> tuple[PatientInvitation, str]:
-    permissions.require_patient_perm(actor, permissions.CHANGE, patient)
+    permissions.require_patient_perm(actor, ACCOUNT_PERM, patient)
     patient = Patient.objects.select_for_update().get(pk=patient.pk)
     if patient.account_id is not None:
         raise ValidationError("This patient already has a portal login. Revoke it first to invite them again.")
@@ -159,7 +162,7 @@ def invitation_create_code(*, actor: User, patient: Patient) -> tuple[PatientInv
 @transaction.atomic
 def patient_access_revoke(*, actor: User, patient: Patient) -> None:
     """Revoke live invitations and the patient's login (inactive tombstone, unlinked)."""
-    permissions.require_patient_perm(actor, permissions.CHANGE, patient)
+    permissions.require_patient_perm(actor, ACCOUNT_PERM, patient)
     patient = Patient.objects.select_for_update().get(pk=patient.pk)
     revoked = _revoke_live(actor=actor, patient=patient, now=timezone.now())
     account = patient.account

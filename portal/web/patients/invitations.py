@@ -17,7 +17,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 from patients import accounts
 from patients.forms import ActivateCodeForm, SetPasswordForm
 from patients.selectors import patient_get_for
-from portal import permissions
 from portal.forms import apply_validation_error
 
 SESSION_KEY = "dermatrack_invitation"  # the invitation's UUID between the two activation steps
@@ -31,7 +30,7 @@ def _patient_page(patient):
 
 def _staff_patient(request, patient_uuid):
     # The service audits what it does; 404 unless visible, 403 unless the user may change it.
-    return patient_get_for(user=request.user, patient_uuid=patient_uuid, perm=permissions.CHANGE, audit=False)
+    return patient_get_for(user=request.user, patient_uuid=patient_uuid, perm=accounts.ACCOUNT_PERM, audit=False)
 
 
 @login_required

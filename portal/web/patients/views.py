@@ -101,7 +101,7 @@ def patient_detail(request, patient_uuid):
             "lesion_form": lesion_form,
             "picked_site": site if site in BodySite.values else None,
             # Portal login: invited, activated, revoked (staff and administrators, who may change the record).
-            "portal_access": accounts.portal_access_for(patient=patient) if permissions.CHANGE in perms else None,
+            "portal_access": accounts.portal_access_for(patient=patient) if accounts.ACCOUNT_PERM in perms else None,
         },
     )
 
