@@ -298,7 +298,7 @@ def invitation_accept(*, invitation_uuid: uuid.UUID | str, username: str, passwo
 class PortalAccess:
     """What the patient page says about the patient's portal login."""
 
-    state: str  # "active", "invited", "expired", "revoked", "none"
+    state: str  # "active", "disabled", "invited", "expired", "revoked", "none"
     since: dt.datetime | None = None
     expires_at: dt.datetime | None = None
     method: str = ""
@@ -309,7 +309,8 @@ def portal_access_for(*, patient: Patient) -> PortalAccess:
     """For a record the caller has already read through patients.selectors.patient_get_for
     (which audits that read); names nothing beyond the record itself."""
     if patient.account_id is not None and patient.account is not None:
-        return PortalAccess(state="active", since=patient.account.date_joined, can_revoke=True)
+        state = "active" if patient.account.is_active else "disabled"  # e.g. deactivated in the admin
+        return PortalAccess(state=state, since=patient.account.date_joined, can_revoke=True)
     latest = PatientInvitation.objects.filter(patient=patient).first()
     last_revoke = (
         AuditEntry.objects.filter(patient_uuid=str(patient.uuid), action="access.revoke").values_list("at", flat=True)

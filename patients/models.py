@@ -211,7 +211,7 @@ class PatientInvitation(models.Model):
 
     @property
     def state(self) -> str:
-        """ "used", "revoked", "expired" or "live"."""
+        """One of: used, revoked, expired, live."""
         if self.used_at is not None:
             return "used"
         if self.revoked_at is not None:

@@ -405,3 +405,12 @@ def test_erasure_and_export_handle_invitations(administrator, newcomer, staff_cl
     assert "patients.patientinvitation" not in record["records"]  # access bookkeeping, not the record
     patient_erase(actor=administrator, patient=newcomer)
     assert not PatientInvitation.objects.exists()
+
+
+def test_a_deactivated_login_shows_as_such_and_can_be_revoked_then_reinvited(staff_client, patient):
+    User.objects.filter(pk=patient.account_id).update(is_active=False)
+    url = _url("patients:patient-detail", patient)
+    assert staff_client.get(url).context["portal_access"].state == "disabled"
+    assert staff_client.post(_url("patients:access-revoke", patient)).status_code == 302
+    assert staff_client.get(url).context["portal_access"].state == "revoked"
+    assert _invite_by_code(staff_client, patient)
