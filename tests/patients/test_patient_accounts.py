@@ -414,3 +414,17 @@ def test_a_deactivated_login_shows_as_such_and_can_be_revoked_then_reinvited(sta
     assert staff_client.post(_url("patients:access-revoke", patient)).status_code == 302
     assert staff_client.get(url).context["portal_access"].state == "revoked"
     assert _invite_by_code(staff_client, patient)
+
+
+def test_accepting_twice_makes_one_login(staff_client, newcomer):
+    from patients import accounts
+
+    _invite_by_code(staff_client, newcomer)
+    invitation = PatientInvitation.objects.get(patient=newcomer)
+    accounts.invitation_accept(invitation_uuid=invitation.uuid, username="first-tab", password=NEW_PASSWORD)
+    users = User.objects.count()
+    with pytest.raises(accounts.InvitationInvalid) as refused:
+        accounts.invitation_accept(invitation_uuid=invitation.uuid, username="second-tab", password=NEW_PASSWORD)
+    assert refused.value.reason == "used"
+    assert User.objects.count() == users
+    assert Patient.objects.get(pk=newcomer.pk).account.username == "first-tab"
