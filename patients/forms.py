@@ -1,4 +1,5 @@
 from django import forms
+from django.contrib.auth import password_validation
 
 from portal.models import Clinic
 
@@ -51,4 +52,42 @@ class ReferralSearchForm(forms.Form):
         if not has_coordinates and not (cleaned.get("place") or "").strip():
             raise forms.ValidationError("Enter a postcode or city, or share your location.")
         cleaned["has_coordinates"] = has_coordinates
+        return cleaned
+
+
+class ActivateCodeForm(forms.Form):
+    """The public activation page: the code from the printed slip and the date of birth."""
+
+    code = forms.CharField(
+        max_length=40,
+        label="Invitation code",
+        help_text="The 12 characters on the slip from your clinic, e.g. ABCD-EFGH-JKMN.",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autocapitalize": "characters"}),
+    )
+    date_of_birth = forms.DateField(label="Your date of birth", widget=DateInput(attrs={"autocomplete": "bday"}))
+
+
+class SetPasswordForm(forms.Form):
+    """Choose the login: a username and a password (the site's password validators apply)."""
+
+    username = forms.CharField(
+        max_length=150,
+        label="Choose a username",
+        help_text="Letters, digits and @ . + - _ only. You log in with it.",
+        widget=forms.TextInput(attrs={"autocomplete": "username"}),
+    )
+    password1 = forms.CharField(
+        label="Choose a password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=password_validation.password_validators_help_text_html(),
+    )
+    password2 = forms.CharField(
+        label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
+
+    def clean(self):
+        cleaned = super().clean() or {}
+        if cleaned.get("password1") and cleaned.get("password2") and cleaned["password1"] != cleaned["password2"]:
+            self.add_error("password2", "The two passwords differ.")
         return cleaned

@@ -160,3 +160,63 @@ class PatientGroupObjectPermission(GroupObjectPermissionBase):
 
     class Meta(GroupObjectPermissionBase.Meta):
         indexes = [models.Index(fields=["content_object", "permission", "group"], name="patient_gop_object_idx")]
+
+
+class InvitationQuerySet(models.QuerySet):
+    def live(self) -> InvitationQuerySet:
+        """Not used, not revoked (expired ones included: a new invitation revokes those too)."""
+        return self.filter(used_at__isnull=True, revoked_at__isnull=True)
+
+
+class PatientInvitation(models.Model):
+    """A one-time invitation for a patient to create their portal login (patients.accounts).
+
+    Only a keyed hash (HMAC-SHA256) of the secret is stored: the e-mailed link's random token
+    or the printed code. At most one live invitation per patient (a new one revokes the old)."""
+
+    class Method(models.TextChoices):
+        EMAIL = "email", "E-mail link"
+        CODE = "code", "Printed code"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="invitations")
+    method = models.CharField(max_length=8, choices=Method.choices)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="invitations_created"
+    )
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Wrong dates of birth entered with this invitation's code; revoked at the limit.
+    failed_attempts = models.PositiveSmallIntegerField(default=0)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient"],
+                condition=models.Q(used_at__isnull=True, revoked_at__isnull=True),
+                name="one_live_invitation_per_patient",
+            ),
+            models.CheckConstraint(condition=models.Q(method__in=["email", "code"]), name="invitation_method_valid"),
+        ]
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    @property
+    def state(self) -> str:
+        """One of: used, revoked, expired, live."""
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expired else "live"
+
+    def __str__(self) -> str:
+        return f"Invitation {self.uuid}"

@@ -314,3 +314,11 @@ SPECTACULAR_SETTINGS = {
 # and how long a break-the-glass emergency access lasts.
 DERMATRACK_CONSENT_VERSION = "2026-1"
 DERMATRACK_EMERGENCY_ACCESS_MINUTES = env_int("DERMATRACK_EMERGENCY_ACCESS_MINUTES", 60)
+# Patient portal invitations (patients.accounts): how long an e-mailed link and a printed code
+# stay valid; failed activation attempts per client address per window before HTTP 429; wrong
+# dates of birth entered with one code before that code is revoked.
+DERMATRACK_INVITE_LINK_HOURS = env_int("DERMATRACK_INVITE_LINK_HOURS", 7 * 24)
+DERMATRACK_INVITE_CODE_HOURS = env_int("DERMATRACK_INVITE_CODE_HOURS", 72)
+DERMATRACK_INVITE_FAILURE_LIMIT = env_int("DERMATRACK_INVITE_FAILURE_LIMIT", 10)
+DERMATRACK_INVITE_FAILURE_WINDOW_MINUTES = env_int("DERMATRACK_INVITE_FAILURE_WINDOW_MINUTES", 15)
+DERMATRACK_INVITE_CODE_ATTEMPTS = env_int("DERMATRACK_INVITE_CODE_ATTEMPTS", 5)

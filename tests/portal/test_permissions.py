@@ -33,6 +33,17 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     # referral-directory POST is a search, not a write: an empty one is a 400 for everyone logged in.
     ("patients:referral-directory",   (302, 200, 200, 200, 200, 200, 200),  (302, 400, 400, 400, 400, 400, 400)),
     ("patients:my-record",            (302, 302, 302, 404, 404, 404, 404),  None),
+    # Patient accounts (patients.accounts): inviting and revoking need "change patient" (staff,
+    # administrators; a dermatologist may see but not change: 403). The world's patient already has a
+    # login, so an invitation is refused with a message on the patient page (302); revoking succeeds.
+    ("patients:invite-email",         None,                                 (302, 403, 404, 302, 403, 404, 302)),
+    ("patients:invite-code",          None,                                 (302, 403, 404, 302, 403, 404, 302)),
+    ("patients:access-revoke",        None,                                 (302, 403, 404, 302, 403, 404, 302)),
+    # The public activation pages: an empty code form is a 400, an unknown link token a 400, the
+    # password step without an invitation in the session a 400, for everyone.
+    ("patients:activate",             (200, 200, 200, 200, 200, 200, 200),  (400, 400, 400, 400, 400, 400, 400)),
+    ("patients:activate-link",        (400, 400, 400, 400, 400, 400, 400),  None),
+    ("patients:activate-password",    (400, 400, 400, 400, 400, 400, 400),  (400, 400, 400, 400, 400, 400, 400)),
     ("lesions:lesion-create",         None,                                 (302, 403, 404, 400, 400, 404, 400)),
     ("lesions:lesion-detail",         (302, 200, 404, 200, 200, 404, 200),  None),
     ("lesions:examination-create",    None,                                 (302, 403, 404, 400, 400, 404, 400)),
@@ -135,6 +146,7 @@ def _url(name: str, kwargs: dict) -> str:
         {"examination_uuid": kwargs["examination_uuid"], "kind": "cam"},
         {"alert_uuid": kwargs["alert_uuid"]},
         {"uidb64": "MQ", "token": "set-password"},
+        {"token": "not-a-real-invitation-token"},
     ):
         try:
             return reverse(name, kwargs=candidate)

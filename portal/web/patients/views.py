@@ -17,7 +17,7 @@ from lesions.selectors import (
     lesion_overview_for,
     open_alerts_by_lesion,
 )
-from patients import referrals
+from patients import accounts, referrals
 from patients.forms import PatientRegisterForm, ReferralSearchForm
 from patients.selectors import own_patient_record, patient_get_for, patient_list_for, referral_centre_list_for
 from patients.services import patient_register
@@ -77,7 +77,7 @@ def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
 @login_required
 def patient_detail(request, patient_uuid):
     patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
-    perms = permissions.patient_perms(request.user, patient)
+    perms = permissions.patient_perms(request.user, patient)  # one lookup for every action offered
     can_manage = permissions.MANAGE_LESIONS in perms
     lesions = lesion_overview_for(user=request.user, patient=patient)
     threshold = alert_threshold()
@@ -107,6 +107,8 @@ def patient_detail(request, patient_uuid):
             "can_triage": permissions.TRIAGE in perms,
             "lesion_form": lesion_form,
             "picked_site": site if site in BodySite.values else None,
+            # Portal login: invited, activated, revoked (staff and administrators, who may change the record).
+            "portal_access": accounts.portal_access_for(patient=patient) if accounts.ACCOUNT_PERM in perms else None,
         },
     )
 

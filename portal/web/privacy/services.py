@@ -32,6 +32,7 @@ _NOT_EXPORTED = {
     "patients.emergencyaccess",
     "patients.patientuserobjectpermission",
     "patients.patientgroupobjectpermission",
+    "patients.patientinvitation",  # hashes of one-time invitation secrets (patients.accounts)
 }
 
 
