@@ -4,6 +4,7 @@ plain-language summary. Each PDF is text-extracted with pypdf and checked for wh
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,9 +59,16 @@ def exam(lesion):
     return exam
 
 
-def _text(response) -> str:
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reports"
+
+
+def _text(response, save_as: str = "") -> str:
+    """The PDF's text; `save_as` also keeps the PDF in test-artifacts/reports/ for a person to look at."""
     data = b"".join(response.streaming_content) if response.streaming else response.content
     assert data.startswith(b"%PDF-")
+    if save_as:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"{save_as}.pdf").write_bytes(data)
     reader = PdfReader(io.BytesIO(data))
     return "\n".join(page.extract_text() for page in reader.pages)
 
@@ -115,7 +123,7 @@ def test_examination_report_embeds_the_image_and_its_heatmap(clinician, exam):
 def test_examination_report_names_the_triage_decision(clinician_client, clinician, exam):
     alert = AlertFactory(prediction=exam.predictions.get())
     triage_decide(actor=clinician, alert=alert, decision="biopsy", reason="Asymmetric, new since last visit")
-    text = _flat(_text(clinician_client.get(_report_url(exam))))
+    text = _flat(_text(clinician_client.get(_report_url(exam)), save_as="examination-report-with-decision"))
     assert "Biopsy / excise" in text
     assert "Asymmetric, new since last visit" in text
 
@@ -127,7 +135,7 @@ def test_open_alert_says_it_awaits_triage(clinician_client, exam):
 
 def test_report_without_a_heatmap_still_renders_and_says_so(clinician_client, exam):
     Explanation.objects.filter(examination=exam).delete()
-    text = _flat(_text(clinician_client.get(_report_url(exam))))
+    text = _flat(_text(clinician_client.get(_report_url(exam)), save_as="examination-report-no-heatmap"))
     assert "Heatmap not available: no heatmap was computed for this result." in text
     assert "Estimated malignancy risk: 63 %" in text
 
@@ -187,7 +195,7 @@ def test_patient_downloads_their_own_plain_language_summary(patient_client, pati
     assert response.status_code == 200
     assert response["Content-Disposition"] == f'attachment; filename="summary-{exam.lesion.uuid.hex[:8]}.pdf"'
     assert response["Cache-Control"] == "private, no-store"
-    text = _flat(_text(response))
+    text = _flat(_text(response, save_as="patient-summary"))
     assert "Your spot: Upper back" in text
     assert "would like to see this spot again in 3 months" in text  # guidance.decision_text
     assert "triage aid, not a diagnosis" in text
@@ -246,7 +254,7 @@ def test_referral_letter_to_a_centre_names_patient_lesion_reason_decision_and_si
     )
     assert response.status_code == 200
     assert response["Content-Disposition"] == f'inline; filename="referral-letter-{exam.uuid.hex[:8]}.pdf"'
-    text = _flat(_text(response))
+    text = _flat(_text(response, save_as="referral-letter-to-a-centre"))
     for expected in (
         "Vienna Skin Cancer Centre",
         "Demogasse 1",
