@@ -122,9 +122,7 @@ class ReferralLetterForm(forms.Form):
         label="Or another recipient",
         help_text="Name and address, one line each.",
     )
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 5}), max_length=3000, label="Reason for referral"
-    )
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), max_length=3000, label="Reason for referral")
 
     def __init__(self, *args, centres=None, **kwargs):
         super().__init__(*args, **kwargs)

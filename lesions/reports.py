@@ -262,7 +262,7 @@ def patient_summary_for(*, user: User, lesion_uuid: object) -> tuple[bytes, Lesi
     active = active_model_sha()
     exams = list(examination_list_for(user=user, lesion=lesion).order_by("captured_at", "id"))
     threshold = alert_threshold()  # as the patient's lesion page
-    rows = []
+    rows: list[dict[str, Any]] = []
     for exam in exams:
         prediction = latest_prediction(exam, active)
         _, decision = _decision(prediction)

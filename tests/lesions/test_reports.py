@@ -26,7 +26,8 @@ VALIDATION = {"n": 1280, "balanced_accuracy": 0.6887, "malignant_auc": 0.8831, "
 @pytest.fixture(autouse=True)
 def _model_info(monkeypatch):
     monkeypatch.setattr(
-        "lesions.risk.model_info", lambda: {"name": "dermatrack-lesion-classifier", "version": "2.0.0", "alert_threshold": 0.2}
+        "lesions.risk.model_info",
+        lambda: {"name": "dermatrack-lesion-classifier", "version": "2.0.0", "alert_threshold": 0.2},
     )
 
 
@@ -101,11 +102,14 @@ def test_examination_report_is_a_pdf_with_risk_model_site_notes_and_the_triage_a
     text = _flat(_text(response))
     assert "Estimated malignancy risk: 63 %" in text  # widthratio, as on the examination page
     assert "dermatrack-lesion-classifier v2.0.0" in text
-    assert "balanced accuracy 0.69" in text and "malignant-vs-benign AUC 0.883" in text
+    assert "balanced accuracy 0.69" in text
+    assert "malignant-vs-benign AUC 0.883" in text
     assert "triage aid, not a diagnosis" in text
-    assert "Upper back" in text and "below left scapula" in text
+    assert "Upper back" in text
+    assert "below left scapula" in text
     assert "Irregular border at 2 o'clock." in text
-    assert patient.full_name in text and patient.medical_record_number in text
+    assert patient.full_name in text
+    assert patient.medical_record_number in text
     assert exam.captured_at.strftime("%Y-%m-%d") in text
     assert "Heatmap not available" not in text
     assert "No alert was raised" in text
@@ -153,7 +157,8 @@ def test_report_of_an_examination_not_yet_analysed(clinician_client, lesion):
 
     exam = ExaminationFactory(lesion=lesion)
     text = _flat(_text(clinician_client.get(_report_url(exam))))
-    assert "no result yet" in text and "triage aid, not a diagnosis" in text
+    assert "no result yet" in text
+    assert "triage aid, not a diagnosis" in text
 
 
 def test_opening_a_report_is_an_audited_read(clinician_client, clinician, exam, patient):
@@ -201,12 +206,16 @@ def test_patient_downloads_their_own_plain_language_summary(patient_client, pati
     assert "triage aid, not a diagnosis" in text
     assert "ABCDE" in text
     # Plain language only: no model output, no heatmap, no clinician-only reason.
-    assert "63 %" not in text and "0.63" not in text and "dermatrack-lesion-classifier" not in text
-    assert "heatmap" not in text.lower() and "Watch it" not in text
+    assert "63 %" not in text
+    assert "0.63" not in text
+    assert "dermatrack-lesion-classifier" not in text
+    assert "heatmap" not in text.lower()
+    assert "Watch it" not in text
     images = _images(response.content)
     assert len(images) == 1  # their photograph, not the heatmap
     entry = AuditEntry.objects.get(action="report.patient_summary")
-    assert entry.actor == patient_user and entry.patient_uuid == str(patient.uuid)
+    assert entry.actor == patient_user
+    assert entry.patient_uuid == str(patient.uuid)
 
 
 def test_summary_before_any_decision_gives_the_guidance(patient_client, exam):
@@ -222,15 +231,20 @@ def test_a_patient_gets_404_on_another_patients_summary(other_patient_client, ex
 def test_patient_page_links_to_the_summary_and_examination_page_to_the_reports(
     patient_client, clinician_client, staff_client, exam
 ):
-    assert _summary_url(exam.lesion) in patient_client.get(
-        reverse("lesions:lesion-detail", kwargs={"lesion_uuid": exam.lesion.uuid})
-    ).content.decode()
+    assert (
+        _summary_url(exam.lesion)
+        in patient_client.get(
+            reverse("lesions:lesion-detail", kwargs={"lesion_uuid": exam.lesion.uuid})
+        ).content.decode()
+    )
     detail = reverse("lesions:examination-detail", kwargs={"examination_uuid": exam.uuid})
     letter = reverse("lesions:referral-letter", kwargs={"examination_uuid": exam.uuid})
     body = clinician_client.get(detail).content.decode()
-    assert _report_url(exam) in body and letter in body
+    assert _report_url(exam) in body
+    assert letter in body
     staff_body = staff_client.get(detail).content.decode()
-    assert _report_url(exam) in staff_body and letter not in staff_body  # staff may not sign a referral
+    assert _report_url(exam) in staff_body
+    assert letter not in staff_body
 
 
 # --- The referral letter --------------------------------------------------------------------
@@ -277,7 +291,8 @@ def test_referral_letter_to_a_typed_in_recipient(clinician_client, exam):
         _letter_url(exam), {"recipient": "Dr Ada Example\nGartenweg 3\n1010 Vienna", "reason": "Second opinion"}
     )
     text = _flat(_text(response))
-    assert "Dr Ada Example" in text and "Gartenweg 3" in text
+    assert "Dr Ada Example" in text
+    assert "Gartenweg 3" in text
     assert "No triage decision recorded" in text
 
 
@@ -326,4 +341,5 @@ def test_reports_use_an_installed_debian_font(clinician, exam):
     pdf, _ = reports.examination_report_for(user=clinician, examination_uuid=exam.uuid)
     reader = PdfReader(io.BytesIO(pdf))
     fonts = {str(font["/BaseFont"]) for page in reader.pages for font in page["/Resources"]["/Font"].values()}
-    assert fonts and all("DejaVu-Sans" in name for name in fonts), fonts
+    assert fonts
+    assert all("DejaVu-Sans" in name for name in fonts), fonts
