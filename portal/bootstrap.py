@@ -87,6 +87,7 @@ SYSTEM_LIBRARIES = {
 }
 REPORT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 REPORT_FONT_PACKAGE = "fonts-dejavu-core"
+APT_GET = Path("/usr/bin/apt-get")
 
 
 def _missing_system_packages() -> list[str]:
@@ -104,7 +105,7 @@ def ensure_system_libraries() -> None:
     missing = _missing_system_packages()
     if not missing:
         return
-    apt = Path("/usr/bin/apt-get")
+    apt = APT_GET
     if hasattr(os, "geteuid") and os.geteuid() == 0 and apt.exists():
         _say(f"installing system packages for the PDF reports: {' '.join(missing)}")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
