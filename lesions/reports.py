@@ -90,10 +90,8 @@ def _open(data: bytes | None) -> Image.Image | None:
 
 def _data_uri(image: Image.Image) -> str:
     """A JPEG data: URI (WeasyPrint embeds JPEG as it is, without re-encoding)."""
-    image = image.convert("RGB")
-    image.thumbnail((REPORT_IMAGE_LONG_SIDE, REPORT_IMAGE_LONG_SIDE), Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=90)
+    image.convert("RGB").save(out, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
@@ -126,8 +124,18 @@ def _cam_explanation(exam: Examination, prediction: Prediction | None) -> Explan
     return None
 
 
+def _report_size(image: Image.Image | None) -> Image.Image | None:
+    """The image at the size the report prints it (before compositing: a camera-size original
+    would make the heatmap's resize and blend cost hundreds of milliseconds)."""
+    if image is None:
+        return None
+    image = image.convert("RGB")
+    image.thumbnail((REPORT_IMAGE_LONG_SIDE, REPORT_IMAGE_LONG_SIDE), Image.Resampling.LANCZOS)
+    return image
+
+
 def _images(exam: Examination, prediction: Prediction | None) -> ReportImages:
-    base = _open(_read(exam.image))
+    base = _report_size(_open(_read(exam.image)))
     cam = _cam_explanation(exam, prediction)
     missing = ""
     heatmap = None
@@ -216,14 +224,15 @@ def examination_report_for(*, user: User, examination_uuid: object) -> tuple[byt
     return render_pdf("reports/examination.html", data), exam
 
 
-def referral_letter_form_for(*, user: User, examination_uuid: object) -> Examination:
+def referral_letter_form_for(*, user: User, examination_uuid: object, audit: bool = True) -> Examination:
     """The examination a referral letter is about, for the letter's form: 404 unless the user
     may see it, 403 unless they may triage (a letter carries a dermatologist's decision and
-    signature). Audited as a read of the examination."""
+    signature). Audited as a read of the examination (the letter itself as `report.referral`)."""
     exam = examination_get_for(user=user, examination_uuid=examination_uuid, audit=False)
     _not_a_patient_account(user, exam)
     permissions.require_patient_perm(user, permissions.TRIAGE, exam.lesion.patient)
-    audit_record(actor=user, action="examination.view", target=exam, patient=exam.lesion.patient)
+    if audit:
+        audit_record(actor=user, action="examination.view", target=exam, patient=exam.lesion.patient)
     return exam
 
 
@@ -280,7 +289,7 @@ def patient_summary_for(*, user: User, lesion_uuid: object) -> tuple[bytes, Lesi
             }
         )
     latest = rows[-1] if rows else None
-    image = _open(_read(latest["exam"].image)) if latest else None
+    image = _report_size(_open(_read(latest["exam"].image))) if latest else None
     context = {
         "lesion": lesion,
         "patient": lesion.patient,

@@ -395,7 +395,10 @@ def examination_report(request, examination_uuid):
 @require_http_methods(["GET", "POST"])
 def referral_letter(request, examination_uuid):
     """GET: the letter's form (recipient, reason). POST: the letter as a PDF."""
-    exam = reports.referral_letter_form_for(user=request.user, examination_uuid=examination_uuid)
+    # The form's read is audited on GET; a POST is audited as the letter it makes.
+    exam = reports.referral_letter_form_for(
+        user=request.user, examination_uuid=examination_uuid, audit=request.method == "GET"
+    )
     centres = referral_centre_list_for(user=request.user)
     form = ReferralLetterForm(request.POST if request.method == "POST" else None, centres=centres)
     if request.method == "POST" and form.is_valid():

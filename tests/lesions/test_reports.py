@@ -343,3 +343,31 @@ def test_reports_use_an_installed_debian_font(clinician, exam):
     fonts = {str(font["/BaseFont"]) for page in reader.pages for font in page["/Resources"]["/Font"].values()}
     assert fonts
     assert all("DejaVu-Sans" in name for name in fonts), fonts
+
+
+def test_summary_of_a_lesion_without_images(patient_client, lesion):
+    text = _flat(_text(patient_client.get(_summary_url(lesion))))
+    assert "No images of this spot yet." in text
+    assert "triage aid, not a diagnosis" in text
+
+
+def test_markup_in_notes_is_printed_as_text_and_fetches_nothing(clinician_client, exam):
+    exam.notes = '<img src="https://example.org/track.png"> <b>bold</b>'
+    exam.save()
+    text = _flat(_text(clinician_client.get(_report_url(exam))))
+    assert '<img src="https://example.org/track.png">' in text  # escaped, so never a request
+
+
+def test_a_camera_size_image_is_printed_at_report_size(clinician, exam):
+    exam.image.save("x.png", ContentFile(png_bytes(size=(3000, 2250))), save=True)
+    pdf, _ = reports.examination_report_for(user=clinician, examination_uuid=exam.uuid)
+    sizes = {image.image.size for image in _images(pdf)}
+    assert sizes == {(reports.REPORT_IMAGE_LONG_SIDE, 480)}
+
+
+def test_the_referral_letter_is_one_audit_entry(clinician_client, exam):
+    clinician_client.get(_letter_url(exam))
+    assert AuditEntry.objects.filter(action="examination.view").count() == 1  # the form
+    clinician_client.post(_letter_url(exam), {"recipient": "Dr X", "reason": "r"})
+    assert AuditEntry.objects.filter(action="report.referral").count() == 1
+    assert AuditEntry.objects.filter(action="examination.view").count() == 1
