@@ -195,7 +195,8 @@ def examination_report_data(*, user: User, examination_uuid: object, images: boo
     exam = examination_get_for(user=user, examination_uuid=examination_uuid, audit=False)
     _not_a_patient_account(user, exam)
     lesion = exam.lesion
-    prediction = latest_prediction(exam, active_model_sha())
+    active = active_model_sha()
+    prediction = latest_prediction(exam, active)
     alert, decision = _decision(prediction)
     threshold = alert_threshold_of(prediction)
     return {
@@ -205,6 +206,7 @@ def examination_report_data(*, user: User, examination_uuid: object, images: boo
         "clinic": lesion.patient.clinic,
         "prediction": prediction,
         "assessable": prediction is not None and not prediction.not_assessable,
+        "prediction_is_active": prediction is not None and prediction.model_sha256 == active,
         "threshold": threshold,
         "above_threshold": prediction is not None and threshold is not None and prediction.risk >= threshold,
         "performance": _performance(prediction),

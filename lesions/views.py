@@ -409,7 +409,7 @@ def referral_letter(request, examination_uuid):
             centre=form.cleaned_data["centre"],
             recipient=form.cleaned_data["recipient"],
         )
-        return _pdf(pdf, reports.filename("referral-letter", exam))
+        return _pdf(pdf, reports.filename("referral-letter", exam), attachment=True)  # to save and send
     return render(
         request,
         "lesions/referral_letter_form.html",

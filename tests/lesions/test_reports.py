@@ -267,7 +267,7 @@ def test_referral_letter_to_a_centre_names_patient_lesion_reason_decision_and_si
         _letter_url(exam), {"centre": str(centre.uuid), "reason": "Rapid growth over three months"}
     )
     assert response.status_code == 200
-    assert response["Content-Disposition"] == f'inline; filename="referral-letter-{exam.uuid.hex[:8]}.pdf"'
+    assert response["Content-Disposition"] == f'attachment; filename="referral-letter-{exam.uuid.hex[:8]}.pdf"'
     text = _flat(_text(response, save_as="referral-letter-to-a-centre"))
     for expected in (
         "Vienna Skin Cancer Centre",
