@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from lesions.models import Alert, BodySite, TriageDecision
 from lesions.risk import RiskBand
+from patients.models import ReferralCentre
 
 
 class DateInput(forms.DateInput):
@@ -133,4 +134,40 @@ class TriageDecisionForm(forms.Form):
         cleaned = self.cleaned_data
         if cleaned.get("decision") == TriageDecision.Decision.FOLLOW_UP and not cleaned.get("follow_up_months"):
             self.add_error("follow_up_months", "Say in how many months to follow up.")
+        return cleaned
+
+
+class ReferralLetterForm(forms.Form):
+    """To whom and why: a centre from the referral directory or a recipient typed in, and the
+    reason. Sent by POST (the reason is health data: never in a URL)."""
+
+    centre = forms.ModelChoiceField(
+        queryset=ReferralCentre.objects.none(),
+        to_field_name="uuid",
+        required=False,
+        empty_label="— another recipient (below) —",
+        label="Referral centre",
+    )
+    recipient = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        max_length=600,
+        required=False,
+        label="Or another recipient",
+        help_text="Name and address, one line each.",
+    )
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), max_length=3000, label="Reason for referral")
+
+    def __init__(self, *args, centres=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if centres is not None:
+            self.fields["centre"].queryset = centres  # type: ignore[attr-defined]
+
+    def clean(self):
+        cleaned = super().clean() or {}
+        centre, recipient = cleaned.get("centre"), (cleaned.get("recipient") or "").strip()
+        if centre is None and not recipient:
+            raise forms.ValidationError("Choose a referral centre or type in a recipient.")
+        if centre is not None and recipient:
+            raise forms.ValidationError("Choose a referral centre or type in a recipient, not both.")
+        cleaned["recipient"] = recipient
         return cleaned

@@ -8,8 +8,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from lesions import guidance, trend
-from lesions.forms import ExaminationUploadForm, LesionAddForm, TriageDecisionForm
+from lesions import guidance, reports, trend
+from lesions.forms import ExaminationUploadForm, LesionAddForm, ReferralLetterForm, TriageDecisionForm
 from lesions.models import Examination, Explanation
 from lesions.risk import RiskBand, alert_threshold, model_info, visit_risk
 from lesions.selectors import (
@@ -27,7 +27,7 @@ from lesions.selectors import (
     visit_examinations_for,
 )
 from lesions.services import examination_thumbnail_render, lesion_add, triage_decide, visit_upload
-from patients.selectors import patient_get_for
+from patients.selectors import patient_get_for, referral_centre_list_for
 from portal import permissions
 from portal.forms import apply_validation_error
 
@@ -312,6 +312,7 @@ def examination_detail(request, examination_uuid):
             "lime": explanations.get("lime"),
             "explanations_pending": prediction is not None
             and any(e.status == "pending" for e in explanations.values()),
+            "can_triage": permissions.TRIAGE in permissions.patient_perms(request.user, exam.lesion.patient),
         },
     )
 
@@ -401,3 +402,56 @@ def alert_triage(request, alert_uuid):
         },
         status=400 if form.errors else 200,
     )
+
+
+# --- Reports (PDF) -------------------------------------------------------------------------
+
+
+def _pdf(data: bytes, name: str, *, attachment: bool = False) -> HttpResponse:
+    """A report: never cached, named by a short random id only (lesions.reports.filename)."""
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'{"attachment" if attachment else "inline"}; filename="{name}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@login_required
+@require_GET
+def examination_report(request, examination_uuid):
+    pdf, exam = reports.examination_report_for(user=request.user, examination_uuid=examination_uuid)
+    return _pdf(pdf, reports.filename("examination-report", exam))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def referral_letter(request, examination_uuid):
+    """GET: the letter's form (recipient, reason). POST: the letter as a PDF."""
+    # The form's read is audited on GET; a POST is audited as the letter it makes.
+    exam = reports.referral_letter_form_for(
+        user=request.user, examination_uuid=examination_uuid, audit=request.method == "GET"
+    )
+    centres = referral_centre_list_for(user=request.user)
+    form = ReferralLetterForm(request.POST if request.method == "POST" else None, centres=centres)
+    if request.method == "POST" and form.is_valid():
+        pdf, exam = reports.referral_letter_for(
+            user=request.user,
+            examination_uuid=exam.uuid,
+            reason=form.cleaned_data["reason"],
+            centre=form.cleaned_data["centre"],
+            recipient=form.cleaned_data["recipient"],
+        )
+        return _pdf(pdf, reports.filename("referral-letter", exam), attachment=True)  # to save and send
+    return render(
+        request,
+        "lesions/referral_letter_form.html",
+        {"exam": exam, "lesion": exam.lesion, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+@require_GET
+def patient_summary(request, lesion_uuid):
+    pdf, lesion = reports.patient_summary_for(user=request.user, lesion_uuid=lesion_uuid)
+    return _pdf(pdf, reports.filename("summary", lesion), attachment=True)

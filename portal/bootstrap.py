@@ -78,6 +78,49 @@ def ensure_environment(requirement_files: list[str]) -> None:
     stamp.write_text(digest.hexdigest() + "\n" + " ".join(sorted(installed | needed)))
 
 
+# WeasyPrint (the PDF reports, lesions/reports.py) loads Pango, its FreeType backend and HarfBuzz
+# through ctypes; the reports use the DejaVu Sans font through fontconfig. Debian bookworm's names.
+SYSTEM_LIBRARIES = {
+    "pango-1.0": "libpango-1.0-0",
+    "pangoft2-1.0": "libpangoft2-1.0-0",
+    "harfbuzz-subset": "libharfbuzz-subset0",
+}
+REPORT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+REPORT_FONT_PACKAGE = "fonts-dejavu-core"
+APT_GET = Path("/usr/bin/apt-get")
+
+
+def _missing_system_packages() -> list[str]:
+    import ctypes.util
+
+    missing = [package for library, package in SYSTEM_LIBRARIES.items() if ctypes.util.find_library(library) is None]
+    if not REPORT_FONT.exists():
+        missing.append(REPORT_FONT_PACKAGE)
+    return missing
+
+
+def ensure_system_libraries() -> None:
+    """Installs the system libraries and font of the PDF reports with apt-get when they are
+    missing and this runs as root on Debian; otherwise says which packages to install."""
+    missing = _missing_system_packages()
+    if not missing:
+        return
+    apt = APT_GET
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and apt.exists():
+        _say(f"installing system packages for the PDF reports: {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if _run(apt, "update", "-qq", env=env, check=False) == 0:
+            _run(apt, "install", "-y", "-qq", "--no-install-recommends", *missing, env=env, check=False)
+        missing = _missing_system_packages()
+    if missing:
+        print(
+            "warning: the PDF reports need these system packages, which are missing: "
+            f"{' '.join(missing)}\n  install them with: sudo apt-get install {' '.join(missing)}"
+            " (other systems: Pango >= 1.44 and the DejaVu fonts; see WeasyPrint's installation notes)",
+            file=sys.stderr,
+        )
+
+
 def _env(settings_module: str) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
@@ -145,6 +188,7 @@ def serve(commands: dict[str, list[str]], env: dict[str, str]) -> int:
 
 
 def run_portal() -> int:
+    ensure_system_libraries()
     ensure_environment(["base.txt"])
     env = _env("portal.settings.dev")
     host = os.environ.get("DERMATRACK_HOST", "127.0.0.1")
@@ -178,6 +222,7 @@ def run_portal() -> int:
 def run_tests(extra: list[str]) -> int:
     in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     files = ["dev.txt"] + (["train.txt"] if in_ci or os.environ.get("DERMATRACK_TEST_TORCH") else [])
+    ensure_system_libraries()
     ensure_environment(files)
     env = _env("portal.settings.test")
     _say("ruff")

@@ -154,9 +154,21 @@ def test_no_phi_in_logs_urls_titles_headers_error_pages_or_task_arguments(
                 f"/patients/{new.uuid}/",
                 f"/examinations/{exam.uuid}/",
                 f"/api/examinations/{exam.uuid}/",
+                # PDF reports: their headers (Content-Disposition names a short UUID only)
+                f"/examinations/{exam.uuid}/report/",
+                f"/examinations/{exam.uuid}/referral-letter/",
+                f"/lesions/{lesion.uuid}/summary/",
             ],
         ),
-        "outsider": (outside_clinician, [f"/patients/{new.uuid}/", f"/lesions/{lesion.uuid}/", "/emergency-access/"]),
+        "outsider": (
+            outside_clinician,
+            [
+                f"/patients/{new.uuid}/",
+                f"/lesions/{lesion.uuid}/",
+                "/emergency-access/",
+                f"/examinations/{exam.uuid}/report/",
+            ],
+        ),
         "administrator": (
             administrator,
             [

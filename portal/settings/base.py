@@ -247,6 +247,9 @@ LOGGING = {
         "celery.worker.strategy": {"level": "WARNING"},
         "celery.app.trace": {"level": "WARNING"},
         "celery.beat": {"level": "WARNING"},  # "Sending due task" every minute otherwise
+        # PDF reports (lesions.reports): eight "Step n" progress lines per report, font subsetting notes.
+        "weasyprint": {"level": "WARNING"},
+        "fontTools": {"level": "WARNING"},
     },
 }
 

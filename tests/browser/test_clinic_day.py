@@ -18,7 +18,7 @@ import pytest
 from django_otp.oath import totp
 from PIL import Image
 
-from tests.browser.conftest import DESKTOP, shot
+from tests.browser.conftest import ARTIFACTS, DESKTOP, shot
 from tests.running_portal import Portal, running_portal
 
 pytestmark = pytest.mark.worker
@@ -154,3 +154,56 @@ def test_the_dermatologist_triages_the_lesions_one_alert(browser, portal, journe
     assert "Decided: Biopsy" in triage_cell
     assert "Open alert" not in derm.content()
     shot(derm, "clinic-day-patient-page-decided")
+
+
+def test_staff_invite_the_new_patient_who_sees_only_their_own_record(browser, portal, journey):
+    staff = journey["staff"]
+    staff.goto(journey["patient_url"])
+    staff.get_by_role("button", name="Print a one-time code").click()
+    staff.wait_for_load_state()
+    code = staff.get_by_test_id("invitation-code").inner_text().strip()
+
+    context = browser.new_context(base_url=portal.base_url, viewport=DESKTOP)
+    context.set_default_timeout(30_000)
+    patient = context.new_page()
+    patient.goto("/activate/")
+    patient.get_by_label("Invitation code").fill(code)
+    patient.get_by_label("Your date of birth").fill("1970-05-04")
+    patient.get_by_role("button", name="Continue").click()
+    patient.wait_for_url("**/activate/password/")
+    patient.get_by_label("Choose a username").fill("ilse.q")
+    patient.get_by_label("Choose a password").fill("lantern-orchard-tide-42")
+    patient.get_by_label("Password again").fill("lantern-orchard-tide-42")
+    patient.get_by_role("button", name="Create my login").click()
+    patient.wait_for_url(f"**{journey['patient_url'].split(portal.base_url.rstrip('/'), 1)[-1]}")
+    assert patient.get_by_text("Your skin check record").first.is_visible()
+    shot(patient, "clinic-day-patient-own-record")
+    # The demo patient's record (another patient of the same clinic) is not theirs: 404.
+    staff.goto("/patients/")
+    other = staff.get_by_role("link", name=re.compile("Gruber")).first.get_attribute("href")
+    response = patient.goto(other)
+    assert response is not None
+    assert response.status == 404
+    context.close()
+
+
+def test_the_examination_report_pdf_opens_with_the_risk_and_model_version(browser, portal, journey):
+    from pypdf import PdfReader
+
+    derm = _login(browser, portal, "dermatologist")
+    derm.goto(journey["lesion_url"])
+    derm.locator(".timeline-item a").first.click()  # the newest examination
+    derm.wait_for_load_state()
+    risk = derm.locator("p.risk strong").first.inner_text().strip()  # e.g. "63 %"
+    version = re.search(r"v(\d+\.\d+\.\d+)", derm.locator(".model-version").first.inner_text()).group(1)
+    link = derm.get_by_role("link", name="Examination report (PDF)")
+    response = derm.context.request.get(link.get_attribute("href"))
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/pdf"
+    pdf = response.body()
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "clinic-day-examination-report.pdf").write_bytes(pdf)
+    text = " ".join("\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages).split())
+    assert risk in text
+    assert version in text
+    assert "triage aid, not a diagnosis" in text

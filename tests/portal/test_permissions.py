@@ -55,6 +55,12 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     ("lesions:explanation-image",     (302, 404, 404, 404, 404, 404, 404),  None),
     ("lesions:examination-thumbnail", (302, 200, 404, 200, 200, 404, 200),  None),
     ("lesions:lesion-compare",        (302, 200, 404, 200, 200, 404, 200),  None),
+    # Reports (PDF): the clinical report and the referral letter are for clinicians (the patient's
+    # own account gets a 404, as for heatmaps); only who may triage signs a referral letter; the
+    # plain-language summary is for whoever may see the lesion.
+    ("lesions:examination-report",    (302, 404, 404, 200, 200, 404, 200),  None),
+    ("lesions:referral-letter",       (302, 404, 404, 403, 200, 404, 200),  (302, 404, 404, 403, 400, 404, 400)),
+    ("lesions:patient-summary",       (302, 200, 404, 200, 200, 404, 200),  None),
     # alert-triage: the patient and staff may see the record but not triage it: 403, not 404.
     ("lesions:alert-triage",          (302, 403, 404, 403, 200, 404, 200),  (302, 403, 404, 403, 400, 404, 400)),
     ("api:patient-list",              (401, 200, 200, 200, 200, 200, 200),  (401, 403, 403, 400, 400, 400, 400)),
