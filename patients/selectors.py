@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from patients.models import EmergencyAccess, Patient, ReferralCentre
+from patients import search
+from patients.models import EmergencyAccess, Patient, PatientSearchToken, ReferralCentre
 from portal import permissions
 from portal.audit import audit_record
-from portal.crypto import blind_index
+from portal.crypto import blind_index_candidates
 from portal.models import Clinic, User
+
+SEARCH_RESULTS = 50  # shown at most; "refine your search" beyond
+SEARCH_CANDIDATES = 500  # records decrypted and checked at most per query
 
 
 def _visible(user: User) -> QuerySet[Patient]:
@@ -44,9 +49,58 @@ def own_patient_record(*, user: User) -> Patient | None:
     return None
 
 
+@dataclass
+class PatientSearchResult:
+    patients: list[Patient]  # the page shown, by family then given name
+    more: bool  # more records match than are shown: the user should refine the query
+
+
+def _search_clinic_uuids(user: User) -> list[object]:
+    """The clinics whose search keys a query is hashed under: the clinics the user works in,
+    plus those of their active break-the-glass records. Not an access check: the result is
+    still cut to `visible_patients`."""
+    uuids = list(permissions.clinics_for(user).values_list("uuid", flat=True))
+    if getattr(user, "is_authenticated", False) and not user.is_superuser:
+        uuids += EmergencyAccess.objects.active().filter(user=user).values_list("patient__clinic__uuid", flat=True)
+    return list(dict.fromkeys(uuids))
+
+
+def patient_search_for(*, user: User, query: str) -> PatientSearchResult:
+    """Records the user may see whose name contains every word of the query (case and accents
+    ignored), or whose birth date or whole record number is in it (patients.search: the tokens,
+    and what they leak). Raises search.SearchQueryError for a query too short to search with.
+
+    Audited as `patient.search` with the records shown, by UUID; the query itself is not
+    stored anywhere (not in the trail, not in a log)."""
+    parsed = search.parse_query(query)
+    clinics = _search_clinic_uuids(user)
+    condition = Q(pk__in=[])
+    pieces = parsed.pieces()
+    if pieces and clinics:
+        holding_all = (
+            PatientSearchToken.objects.filter(token__in=search.query_tokens(pieces, clinics))
+            .values("patient_id")
+            .annotate(n=Count("id"))
+            .filter(n=len(pieces))
+            .values("patient_id")
+        )
+        condition |= Q(pk__in=holding_all)
+    if parsed.record_number and clinics:
+        tokens = search.query_tokens([parsed.record_number], clinics)
+        condition |= Q(pk__in=PatientSearchToken.objects.filter(token__in=tokens).values("patient_id"))
+    candidates = list(_visible(user).filter(condition)[: SEARCH_CANDIDATES + 1])
+    found = [patient for patient in candidates[:SEARCH_CANDIDATES] if search.matches(patient, parsed)]
+    found.sort(key=lambda p: (search.normalise(p.family_name), search.normalise(p.given_name), p.pk))
+    shown = found[:SEARCH_RESULTS]
+    audit_record(actor=user, action="patient.search", shown={"patient": shown})
+    return PatientSearchResult(patients=shown, more=len(found) > SEARCH_RESULTS or len(candidates) > SEARCH_CANDIDATES)
+
+
 def patient_find_by_mrn(*, clinic: Clinic, medical_record_number: str) -> Patient | None:
-    """Not for a user: the uniqueness check at registration and the break-the-glass lookup use it."""
-    return Patient.objects.filter(clinic=clinic, mrn_index=blind_index(medical_record_number)).first()
+    """Not for a user: the uniqueness check at registration and the break-the-glass lookup use it.
+    (Under every configured blind-index key, so a key rotation in progress finds every record.)"""
+    candidates = blind_index_candidates(medical_record_number)
+    return Patient.objects.filter(clinic=clinic, mrn_index__in=candidates).first()
 
 
 def emergency_access_list_for(*, user: User) -> QuerySet[EmergencyAccess]:

@@ -32,6 +32,7 @@ _NOT_EXPORTED = {
     "patients.emergencyaccess",
     "patients.patientuserobjectpermission",
     "patients.patientgroupobjectpermission",
+    "patients.patientsearchtoken",  # keyed hashes of the name: derived, meaningless to the patient
 }
 
 
