@@ -20,18 +20,20 @@ class PatientFieldsForm(forms.Form):
     family_name = forms.CharField(max_length=100)
     date_of_birth = forms.DateField(widget=DateInput)
     medical_record_number = forms.CharField(max_length=40, label="Medical record number")
-    sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN)
+    # Not required: an API client or an older form that leaves them out records "unknown".
+    sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN, required=False)
     fitzpatrick_skin_type = forms.ChoiceField(
         choices=[("", "Not recorded"), *SkinType.choices],
         required=False,
         label="Fitzpatrick skin type",
     )
     personal_history_of_melanoma = forms.ChoiceField(
-        choices=YesNoUnknown.choices, initial=YesNoUnknown.UNKNOWN, label="Personal history of melanoma"
+        choices=YesNoUnknown.choices, initial=YesNoUnknown.UNKNOWN, required=False, label="Personal history of melanoma"
     )
     family_history_of_melanoma = forms.ChoiceField(
         choices=YesNoUnknown.choices,
         initial=YesNoUnknown.UNKNOWN,
+        required=False,
         label="Family history of melanoma",
         help_text="A first-degree relative (parent, sibling, child) had melanoma.",
     )

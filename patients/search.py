@@ -57,6 +57,7 @@ from patients.models import Patient, PatientSearchToken
 from portal.crypto import blind_index, blind_index_keys
 
 MIN_TERM = 2  # characters: shorter query terms are ignored
+MIN_RECORD_NUMBER = 3  # characters (letters and digits) for the whole query to count as a record number
 GRAM = 3
 
 # Letters NFKD does not decompose.
@@ -182,7 +183,7 @@ def parse_query(query: str) -> ParsedQuery:
             continue
         parsed.name_words.extend(w for w in _WORD.findall(normalise(term)) if len(w) >= MIN_TERM)
     mrn = record_number_piece(query)
-    if len(mrn) - 2 >= MIN_TERM:
+    if len(mrn) - len("m:") >= MIN_RECORD_NUMBER:
         parsed.record_number = mrn
     if not parsed.name_words and parsed.date_of_birth is None and not parsed.record_number:
         raise SearchQueryError(QUERY_TOO_SHORT)

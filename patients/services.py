@@ -88,6 +88,7 @@ PATIENT_EDITABLE = (
     "personal_history_of_melanoma",
     "family_history_of_melanoma",
 )
+_UNKNOWN_WHEN_BLANK = ("sex", "personal_history_of_melanoma", "family_history_of_melanoma")
 _SEARCHED = {"given_name", "family_name", "date_of_birth", "medical_record_number"}
 
 
@@ -101,6 +102,9 @@ def patient_update(*, actor: User, patient: Patient, **changes: object) -> Patie
         raise TypeError(f"patient_update cannot change {', '.join(sorted(unknown))}")
     patient = Patient.objects.select_for_update().select_related("clinic").get(pk=patient.pk)
     values = {name: value.strip() if isinstance(value, str) else value for name, value in changes.items()}
+    for name in _UNKNOWN_WHEN_BLANK:
+        if name in values and not values[name]:
+            values[name] = YesNoUnknown.UNKNOWN  # == Sex.UNKNOWN
     if "medical_record_number" in values:
         mrn = str(values["medical_record_number"])
         if not mrn:

@@ -123,7 +123,8 @@ def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
 @login_required
 def patient_detail(request, patient_uuid):
     patient = patient_get_for(user=request.user, patient_uuid=patient_uuid)
-    can_manage = permissions.has_patient_perm(request.user, permissions.MANAGE_LESIONS, patient)
+    perms = permissions.patient_perms(request.user, patient)
+    can_manage = permissions.MANAGE_LESIONS in perms
     lesions = lesion_overview_for(user=request.user, patient=patient)
     threshold = alert_threshold()
     body_map = _lesion_map(lesions, threshold, link_sites=can_manage)
@@ -144,7 +145,7 @@ def patient_detail(request, patient_uuid):
             "body_map": body_map,
             "follow_ups": follow_ups,
             "can_manage": can_manage,
-            "can_change": permissions.has_patient_perm(request.user, permissions.CHANGE, patient),
+            "can_change": permissions.CHANGE in perms,
             "lesion_form": lesion_form,
             "picked_site": site if site in BodySite.values else None,
         },
