@@ -41,6 +41,25 @@ GOAL_P95_MS = 100.0
 LOCALES = ["de_AT", "de_DE", "pl_PL", "tr_TR", "it_IT", "hr_HR", "en_GB"]
 
 
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(all-CPU seconds, busy CPU seconds, this process's CPU seconds), from /proc/stat (as benchmarks/dashboard.py)."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return sum(ticks) / hz, (sum(ticks) - ticks[3] - ticks[4]) / hz, own.user + own.system
+
+
+def other_load(start, end) -> float | None:
+    """Share of all CPUs that other processes (the database server included) used in between."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
+
+
 def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -266,9 +285,11 @@ def main() -> int:
         queries[name] = len(ctx.captured_queries)
     samples: dict[str, list[tuple[float, int, bool]]] = {name: [] for name, _ in kinds}
     load_before = os.getloadavg()[0]
+    snapshot = cpu_snapshot()
     for _ in range(args.searches):
         for name, make in kinds:
             samples[name].append(one(make))
+    busy = other_load(snapshot, cpu_snapshot())
     load_after = os.getloadavg()[0]
 
     tokens = PatientSearchToken.objects.count()
@@ -278,6 +299,7 @@ def main() -> int:
         f"{vendor}, {args.patients:,} patients in the clinic searched ({total_patients:,} in all), "
         f"{tokens:,} search tokens; {args.searches} searches per kind, round robin, through the page "
         f"(POST /patients/); load average {load_before:.1f} before, {load_after:.1f} after ({os.cpu_count()} CPUs)"
+        + ("" if busy is None else f"; other processes used {100 * busy:.0f} % of the CPUs")
     )
     print()
     print("| query kind | p50 ms | p95 ms | max ms | queries | matches (median) | more than 50 | p95 <= 100 ms |")

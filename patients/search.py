@@ -33,8 +33,8 @@ whose tokens are all frequent can be narrowed to a few candidate names; equal bi
 show who shares a birthday, and the record-number token is unique per patient anyway (as
 `mrn_index` already is). It does not give the names of patients with rare names, and nothing at
 all without the frequency statistics of a comparable population. The alternative, decrypting
-every record of the clinic for each query, leaks nothing but costs ~0.1 s per 1,000 patients per
-query (10,000 patients: about a second), far over the 100 ms goal. Mitigations kept: the key is
+every record of the clinic for each query, leaks nothing but costs 0.6-1 s per query at 10,000
+patients (measured on the 2-CPU development machine), far over the 100 ms goal. Mitigations kept: the key is
 outside the database (as the field key), tokens are per clinic, no token is shorter than two
 characters (single letters would be trivial to read back), and queries shorter than two
 characters are refused rather than matched.

@@ -80,12 +80,20 @@ DEMO_PATIENTS = [
 
 # Melanoma risk factors by record number (fictional, like the patients).
 DEMO_RISK_FACTORS = {
-    "DT-1001": {"sex": "female", "fitzpatrick_skin_type": "II", "personal_history_of_melanoma": "no",
-                "family_history_of_melanoma": "yes"},
-    "DT-1002": {"sex": "male", "fitzpatrick_skin_type": "III", "personal_history_of_melanoma": "no",
-                "family_history_of_melanoma": "unknown"},
+    "DT-1001": {
+        "sex": "female",
+        "fitzpatrick_skin_type": "II",
+        "personal_history_of_melanoma": "no",
+        "family_history_of_melanoma": "yes",
+    },
+    "DT-1002": {
+        "sex": "male",
+        "fitzpatrick_skin_type": "III",
+        "personal_history_of_melanoma": "no",
+        "family_history_of_melanoma": "unknown",
+    },
     "DT-1003": {"sex": "female", "fitzpatrick_skin_type": "I"},
-}  # fmt: skip
+}
 
 EXAMINATIONS_PER_LESION = 3  # enough for a progress chart and a comparison
 
