@@ -310,6 +310,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for a choice set several fields share (personal and family history of melanoma).
+    "ENUM_NAME_OVERRIDES": {"YesNoUnknownEnum": "patients.models.YesNoUnknown"},
 }
 
 # Privacy: the version of the consent text patients agree to at registration (recorded with each consent)
