@@ -302,7 +302,10 @@ def main() -> int:
         + ("" if busy is None else f"; other processes used {100 * busy:.0f} % of the CPUs")
     )
     print()
-    print("| query kind | p50 ms | p95 ms | max ms | queries | matches (median) | more than 50 | p95 <= 100 ms |")
+    print(
+        "| query kind | p50 ms | p95 ms | max ms | queries | matches shown (median, at most 50) "
+        "| more than 50 | p95 <= 100 ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|:---:|")
     ok = True
     for name, _ in kinds:
