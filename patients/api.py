@@ -4,6 +4,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from patients.models import Sex, SkinType, YesNoUnknown
 from patients.selectors import patient_get_for, patient_list_for
 from patients.services import patient_register
 from portal import permissions
@@ -16,6 +17,12 @@ class PatientOutputSerializer(serializers.Serializer):
     family_name = serializers.CharField()
     date_of_birth = serializers.DateField()
     medical_record_number = serializers.CharField()
+    sex = serializers.ChoiceField(choices=Sex.choices)
+    fitzpatrick_skin_type = serializers.ChoiceField(
+        choices=SkinType.choices, allow_blank=True, help_text="Blank: not recorded."
+    )
+    personal_history_of_melanoma = serializers.ChoiceField(choices=YesNoUnknown.choices)
+    family_history_of_melanoma = serializers.ChoiceField(choices=YesNoUnknown.choices)
     clinic = serializers.CharField(source="clinic.name")
     created_at = serializers.DateTimeField()
 
@@ -30,6 +37,10 @@ class PatientListApi(APIView):
         phone = serializers.CharField(max_length=40, required=False, allow_blank=True)
         email = serializers.EmailField(required=False, allow_blank=True)
         address = serializers.CharField(required=False, allow_blank=True)
+        sex = serializers.ChoiceField(choices=Sex.choices, required=False)
+        fitzpatrick_skin_type = serializers.ChoiceField(choices=SkinType.choices, required=False, allow_blank=True)
+        personal_history_of_melanoma = serializers.ChoiceField(choices=YesNoUnknown.choices, required=False)
+        family_history_of_melanoma = serializers.ChoiceField(choices=YesNoUnknown.choices, required=False)
         clinic = serializers.UUIDField(required=False)
         consent_given = serializers.BooleanField(help_text="The patient's consent (recorded with its version).")
 

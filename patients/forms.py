@@ -1,21 +1,69 @@
 from django import forms
 from django.contrib.auth import password_validation
 
+from patients.models import Sex, SkinType, YesNoUnknown
+from patients.search import MIN_TERM
 from portal.models import Clinic
 
 
 class DateInput(forms.DateInput):
     input_type = "date"
 
+    def __init__(self, attrs=None, format="%Y-%m-%d"):
+        # An <input type="date"> takes only YYYY-MM-DD, whatever the locale's display format.
+        super().__init__(attrs, format)
 
-class PatientRegisterForm(forms.Form):
+
+class PatientFieldsForm(forms.Form):
+    """The demographics and melanoma risk factors, as registration and editing share them."""
+
     given_name = forms.CharField(max_length=100)
     family_name = forms.CharField(max_length=100)
     date_of_birth = forms.DateField(widget=DateInput)
     medical_record_number = forms.CharField(max_length=40, label="Medical record number")
+    # Not required: an API client or an older form that leaves them out records "unknown".
+    sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN, required=False)
+    fitzpatrick_skin_type = forms.ChoiceField(
+        choices=[("", "Not recorded"), *SkinType.choices],
+        required=False,
+        label="Fitzpatrick skin type",
+    )
+    personal_history_of_melanoma = forms.ChoiceField(
+        choices=YesNoUnknown.choices, initial=YesNoUnknown.UNKNOWN, required=False, label="Personal history of melanoma"
+    )
+    family_history_of_melanoma = forms.ChoiceField(
+        choices=YesNoUnknown.choices,
+        initial=YesNoUnknown.UNKNOWN,
+        required=False,
+        label="Family history of melanoma",
+        help_text="A first-degree relative (parent, sibling, child) had melanoma.",
+    )
     phone = forms.CharField(max_length=40, required=False)
     email = forms.EmailField(required=False)
     address = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+
+class PatientEditForm(PatientFieldsForm):
+    pass
+
+
+class PatientSearchForm(forms.Form):
+    """Sent by POST (portal.web.patients.views.patient_list says why)."""
+
+    q = forms.CharField(
+        max_length=120,
+        min_length=MIN_TERM,
+        label="Find a patient",
+        help_text="Part of a name, a whole record number or a birth date (YYYY-MM-DD or DD.MM.YYYY).",
+        widget=forms.TextInput(attrs={"id": "patient-search", "type": "search", "autocomplete": "off"}),
+        error_messages={
+            "min_length": "Type at least %(limit_value)d characters.",
+            "required": "Type something to search for.",
+        },
+    )
+
+
+class PatientRegisterForm(PatientFieldsForm):
     clinic = forms.ModelChoiceField(queryset=Clinic.objects.none(), required=False)
     consent_given = forms.BooleanField(
         required=True,

@@ -12,9 +12,38 @@ from portal.crypto import EncryptedCharField, EncryptedDateField, EncryptedTextF
 from portal.models import Clinic
 
 
+class Sex(models.TextChoices):
+    FEMALE = "female", "Female"
+    MALE = "male", "Male"
+    OTHER = "other", "Other"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class SkinType(models.TextChoices):
+    """Fitzpatrick skin phototype."""
+
+    I = "I", "I: always burns, never tans"  # noqa: E741 - the phototype's name
+    II = "II", "II: usually burns, tans minimally"
+    III = "III", "III: sometimes burns, tans gradually"
+    IV = "IV", "IV: burns minimally, always tans"
+    V = "V", "V: very rarely burns, tans darkly"
+    VI = "VI", "VI: never burns"
+
+
+class YesNoUnknown(models.TextChoices):
+    YES = "yes", "Yes"
+    NO = "no", "No"
+    UNKNOWN = "unknown", "Unknown"
+
+
 class Patient(models.Model):
     """A patient of one clinic. Every identifying field is encrypted; lookups by record
-    number go through `mrn_index`, a keyed hash (blind index)."""
+    number go through `mrn_index`, a keyed hash (blind index), and search by name, record
+    number or birth date through `PatientSearchToken` rows (patients.search).
+
+    The melanoma risk factors a dermatologist asks about (sex, Fitzpatrick skin type, personal
+    and family history of melanoma) are health data and encrypted like the rest; an unrecorded
+    skin type is blank, an unrecorded answer "unknown"."""
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="patients")
@@ -29,6 +58,19 @@ class Patient(models.Model):
     phone = EncryptedCharField(max_length=40, blank=True)
     email = EncryptedCharField(max_length=254, blank=True)
     address = EncryptedTextField(blank=True)
+    sex = EncryptedCharField(max_length=10, choices=Sex.choices, default=Sex.UNKNOWN)
+    fitzpatrick_skin_type = EncryptedCharField(
+        max_length=3, choices=SkinType.choices, blank=True, verbose_name="Fitzpatrick skin type"
+    )
+    personal_history_of_melanoma = EncryptedCharField(
+        max_length=10, choices=YesNoUnknown.choices, default=YesNoUnknown.UNKNOWN
+    )
+    family_history_of_melanoma = EncryptedCharField(
+        max_length=10,
+        choices=YesNoUnknown.choices,
+        default=YesNoUnknown.UNKNOWN,
+        help_text="A first-degree relative (parent, sibling, child) had melanoma.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="patients_registered"
@@ -48,6 +90,24 @@ class Patient(models.Model):
     def __str__(self) -> str:
         # Deliberately not the name: __str__ ends up in logs and admin messages.
         return f"Patient {self.uuid}"
+
+
+class PatientSearchToken(models.Model):
+    """One keyed hash of one normalised piece of a patient's name, record number or birth date:
+    what name search matches on (patients.search explains the tokens and what they leak).
+    Rewritten whenever the patient's name, number or birth date changes; never shown or exported."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="search_tokens")
+    token = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            # Also the index every search uses: token first, and the patient id read from the index.
+            models.UniqueConstraint(fields=["token", "patient"], name="unique_search_token_per_patient")
+        ]
+
+    def __str__(self) -> str:
+        return f"Search token of patient {self.patient_id}"
 
 
 class ReferralCentre(models.Model):

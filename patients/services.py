@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from patients.models import Consent, EmergencyAccess, Patient, ReferralCentre
+from patients import search
+from patients.models import Consent, EmergencyAccess, Patient, ReferralCentre, Sex, YesNoUnknown
 from patients.selectors import patient_find_by_mrn
 from portal import permissions
 from portal.audit import audit_record
@@ -30,6 +31,10 @@ def patient_register(
     phone: str = "",
     email: str = "",
     address: str = "",
+    sex: str = Sex.UNKNOWN,
+    fitzpatrick_skin_type: str = "",
+    personal_history_of_melanoma: str = YesNoUnknown.UNKNOWN,
+    family_history_of_melanoma: str = YesNoUnknown.UNKNOWN,
     consent_given: bool = False,
 ) -> Patient:
     permissions.require_can_register_patients(actor, clinic)
@@ -54,13 +59,75 @@ def patient_register(
         phone=phone.strip(),
         email=email.strip(),
         address=address.strip(),
+        sex=sex or Sex.UNKNOWN,
+        fitzpatrick_skin_type=fitzpatrick_skin_type or "",
+        personal_history_of_melanoma=personal_history_of_melanoma or YesNoUnknown.UNKNOWN,
+        family_history_of_melanoma=family_history_of_melanoma or YesNoUnknown.UNKNOWN,
         created_by=actor,
     )
     patient.full_clean()
     patient.save()
+    search.tokens_write(patient)
     permissions.patient_access_grant(patient)
     audit_record(actor=actor, action="patient.create", target=patient, patient=patient)
     consent_record(patient=patient, actor=actor)
+    return patient
+
+
+# What patient_update may change; the rest (clinic, account, consent) has its own services.
+PATIENT_EDITABLE = (
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "medical_record_number",
+    "phone",
+    "email",
+    "address",
+    "sex",
+    "fitzpatrick_skin_type",
+    "personal_history_of_melanoma",
+    "family_history_of_melanoma",
+)
+_UNKNOWN_WHEN_BLANK = ("sex", "personal_history_of_melanoma", "family_history_of_melanoma")
+_SEARCHED = {"given_name", "family_name", "date_of_birth", "medical_record_number"}
+
+
+@transaction.atomic
+def patient_update(*, actor: User, patient: Patient, **changes: object) -> Patient:
+    """Change a record's demographics or risk factors (clinic staff, administrators). A change
+    of name, number or birth date rewrites the record's search tokens in the same transaction."""
+    permissions.require_patient_perm(actor, permissions.CHANGE, patient)
+    unknown = set(changes) - set(PATIENT_EDITABLE)
+    if unknown:
+        raise TypeError(f"patient_update cannot change {', '.join(sorted(unknown))}")
+    patient = Patient.objects.select_for_update().select_related("clinic").get(pk=patient.pk)
+    values = {name: value.strip() if isinstance(value, str) else value for name, value in changes.items()}
+    for name in _UNKNOWN_WHEN_BLANK:
+        if name in values and not values[name]:
+            values[name] = YesNoUnknown.UNKNOWN  # == Sex.UNKNOWN
+    if "medical_record_number" in values:
+        mrn = str(values["medical_record_number"])
+        if not mrn:
+            raise ValidationError({"medical_record_number": "A medical record number is required."})
+        other = patient_find_by_mrn(clinic=patient.clinic, medical_record_number=mrn)
+        if other is not None and other.pk != patient.pk:
+            raise ValidationError(
+                {"medical_record_number": "A patient with this medical record number is already registered here."}
+            )
+        patient.mrn_index = blind_index(mrn)
+    date_of_birth = values.get("date_of_birth")
+    if isinstance(date_of_birth, dt.date) and date_of_birth > dt.date.today():
+        raise ValidationError({"date_of_birth": "The date of birth is in the future."})
+    changed = [name for name, value in values.items() if getattr(patient, name) != value]
+    for name in changed:
+        setattr(patient, name, values[name])
+    if not changed:
+        return patient
+    patient.full_clean()
+    patient.save(update_fields=[*changed, "mrn_index"] if "medical_record_number" in changed else changed)
+    if _SEARCHED & set(changed):
+        search.tokens_write(patient)
+    audit_record(actor=actor, action="patient.update", target=patient, patient=patient)
     return patient
 
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import encrypted_model_fields.fields as emf
@@ -51,10 +52,37 @@ def decrypt_bytes(token: bytes) -> bytes:
         raise DecryptionError("stored data could not be decrypted with the configured keys") from exc
 
 
-def blind_index(value: str) -> str:
+def blind_index_keys() -> list[str]:
+    """The blind-index keys, newest first: new indexes are written under the first; lookups
+    accept any of them until `rotate_keys` has recomputed every index under the newest."""
+    return [settings.BLIND_INDEX_KEY, *getattr(settings, "BLIND_INDEX_OLD_KEYS", [])]
+
+
+def blind_index(value: str, *, key: str | None = None) -> str:
     """Keyed hash for exact-match lookup of an encrypted value (e.g. a record number)."""
     normalised = "".join(value.split()).upper()
-    return hmac.new(settings.BLIND_INDEX_KEY.encode(), normalised.encode(), hashlib.sha256).hexdigest()
+    secret = key or settings.BLIND_INDEX_KEY
+    return hmac.new(secret.encode(), normalised.encode(), hashlib.sha256).hexdigest()
+
+
+def blind_index_candidates(value: str) -> list[str]:
+    """`blind_index(value)` under every configured key (newest first): for lookups."""
+    return [blind_index(value, key=key) for key in blind_index_keys()]
+
+
+# Blind indexes stored by apps above the core (patients: record numbers, search tokens) are
+# recomputed by `rotate_keys` through these: name -> refresh(check_only) -> how many records
+# were (or, with check_only, would be) rewritten. Apps register theirs in AppConfig.ready().
+BlindIndexRefresher = Callable[[bool], int]
+_blind_index_refreshers: dict[str, BlindIndexRefresher] = {}
+
+
+def register_blind_index_refresher(name: str, refresh: BlindIndexRefresher) -> None:
+    _blind_index_refreshers[name] = refresh
+
+
+def blind_index_refreshers() -> dict[str, BlindIndexRefresher]:
+    return dict(_blind_index_refreshers)
 
 
 class StrictDecryptMixin:

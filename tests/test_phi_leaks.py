@@ -118,6 +118,18 @@ def test_no_phi_in_logs_urls_titles_headers_error_pages_or_task_arguments(
     exam = Examination.objects.get(lesion=lesion)
     assert not _leaks(exam.image.name)
 
+    # Searches by name, record number and birth date (POST: the query is in no URL), on the
+    # patient list and the audit trail's patient finder (its redirect names the record by UUID).
+    for query in (FAMILY[:6], MRN, "1957-11-02"):
+        response = staff.post("/patients/", {"q": query})
+        assert FAMILY in response.content.decode()  # found, and shown to staff in the body only
+        _check_response(response, f"search {query!r}", problems)
+        admin_search = Client()
+        admin_search.force_login(administrator)
+        response = admin_search.post("/audit/", {"find-q": query})
+        assert response.status_code == 302
+        _check_response(response, f"audit finder {query!r}", problems)
+
     # Classification and explanation run in-process with the real task code (when a model is present).
     if current_model_info() is not None:
         import dataclasses

@@ -141,9 +141,11 @@ ALLOW_LOCAL_KEY_FILES = env_bool("DERMATRACK_ALLOW_LOCAL_KEY_FILES", True)
 FIELD_ENCRYPTION_KEY = load_or_create_key_list(
     "FIELD_ENCRYPTION_KEY", VAR_DIR / "field_encryption.key", allow_create=ALLOW_LOCAL_KEY_FILES
 )
-BLIND_INDEX_KEY = load_or_create_key_list(
+# The blind-index key (record-number lookup, patient search tokens): also newest first. Lookups
+# accept hashes under any of them while `rotate_keys` recomputes every index under the newest.
+BLIND_INDEX_KEY, *BLIND_INDEX_OLD_KEYS = load_or_create_key_list(
     "BLIND_INDEX_KEY", VAR_DIR / "blind_index.key", allow_create=ALLOW_LOCAL_KEY_FILES
-)[0]
+)
 
 # Uploads
 DERMATRACK_MAX_UPLOAD_BYTES = env_int("DERMATRACK_MAX_UPLOAD_BYTES", 20 * 1024 * 1024)
@@ -311,6 +313,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for a choice set several fields share (personal and family history of melanoma).
+    "ENUM_NAME_OVERRIDES": {"YesNoUnknownEnum": "patients.models.YesNoUnknown"},
 }
 
 # Privacy: the version of the consent text patients agree to at registration (recorded with each consent)

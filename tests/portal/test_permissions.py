@@ -25,9 +25,12 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     ("home",                          (302, 302, 302, 302, 302, 302, 302),  None),
     ("portal:home",                   (302, 302, 302, 302, 302, 302, 302),  None),
     ("portal:triage-queue",           (302, 403, 403, 403, 200, 200, 200),  None),
-    ("patients:patient-list",         (302, 403, 403, 200, 200, 200, 200),  None),
+    # patient-list POST is the search (a POST so no name reaches a URL): an empty one is a 400.
+    ("patients:patient-list",         (302, 403, 403, 200, 200, 200, 200),  (302, 403, 403, 400, 400, 400, 400)),
     ("patients:patient-create",       (302, 403, 403, 200, 200, 200, 200),  None),
     ("patients:patient-detail",       (302, 200, 404, 200, 200, 404, 200),  None),
+    # patient-edit: staff and administrators change records; the patient and dermatologists see it (403).
+    ("patients:patient-edit",         (302, 403, 404, 200, 403, 404, 200),  (302, 403, 404, 400, 403, 404, 400)),
     ("patients:follow-up-list",       (302, 403, 403, 200, 200, 200, 200),  None),
     ("patients:guidance",             (302, 200, 200, 200, 200, 200, 200),  None),
     # referral-directory POST is a search, not a write: an empty one is a 400 for everyone logged in.
@@ -86,7 +89,7 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     ("privacy:patient-erase",         (302, 403, 404, 403, 403, 404, 200),  (302, 403, 404, 403, 403, 404, 400)),
     ("privacy:my-export",             (302, 200, 200, 404, 404, 404, 404),  None),
     ("privacy:emergency-access",      (302, 403, 403, 403, 200, 200, 403),  (302, 403, 403, 403, 400, 400, 403)),
-    ("privacy:audit-list",            (302, 403, 403, 403, 403, 403, 200),  None),
+    ("privacy:audit-list",            (302, 403, 403, 403, 403, 403, 200),  (302, 403, 403, 403, 403, 403, 400)),
     ("privacy:audit-export",          (302, 403, 403, 403, 403, 403, 200),  None),
 ]
 # fmt: on

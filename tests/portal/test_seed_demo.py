@@ -11,6 +11,9 @@ from django.core.management import call_command
 from PIL import Image
 
 from lesions.models import Examination
+from patients.models import Patient
+from patients.selectors import patient_search_for
+from portal.models import User
 from portal.web.management.commands.seed_demo import EXAMINATIONS_PER_LESION, synthetic_lesion_image
 
 
@@ -42,6 +45,11 @@ def test_seed_demo_without_the_data_set_uses_labelled_synthetic_images(
     assert len({e.image_sha256 for e in exams}) == exams.count()
     assert "synthetic" in text
     assert "(the demo patient Maria Gruber, record DT-1001)" in text
+    # Registered through the service: searchable, with their risk factors.
+    staff = User.objects.get(username="staff")
+    assert [p.medical_record_number for p in patient_search_for(user=staff, query="grub").patients] == ["DT-1001"]
+    maria = patient_search_for(user=staff, query="1961-03-14").patients[0]
+    assert (maria.family_name, Patient.objects.get(pk=maria.pk).fitzpatrick_skin_type) == ("Gruber", "II")
     # Idempotent: a second run adds nothing.
     with django_capture_on_commit_callbacks(execute=False):
         call_command("seed_demo", data_dir=tmp_path / "missing", stdout=io.StringIO())

@@ -8,6 +8,13 @@ Rotation, step by step (README, "Rotating the encryption key"):
 3. python manage.py rotate_keys --check # exits non-zero while anything is under an old key
 4. Remove the old key from FIELD_ENCRYPTION_KEY and restart.
 
+BLIND_INDEX_KEY (record-number lookup, patient search tokens) rotates the same way:
+BLIND_INDEX_KEY=<new>,<old>, restart (lookups accept hashes under either key), run this
+command, which recomputes every blind index under the newest key (through the refreshers the
+apps register in portal.crypto; patients: `mrn_index` and the search tokens), check, remove the
+old key. Blind indexes are recomputed from the decrypted values, so this step also runs, and
+changes nothing, when only the field key changed.
+
 Fernet tokens do not name their key, so a value counts as done when the newest key alone
 decrypts it; anything else is re-encrypted with MultiFernet.rotate. That makes the command
 idempotent. Progress (the last primary key finished per model and field kind) is kept in a
@@ -32,7 +39,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, models, transaction
 from tqdm import tqdm
 
-from portal.crypto import EncryptedFileSystemStorage, StrictDecryptMixin, crypter
+from portal.crypto import EncryptedFileSystemStorage, StrictDecryptMixin, blind_index_refreshers, crypter
 
 
 @dataclass
@@ -215,13 +222,19 @@ class Command(BaseCommand):
         total = sum(rotation.remaining(u) for u in units)
         with tqdm(total=total, unit="row", desc="check" if check else "rotate", disable=None) as progress:
             finished = rotation.run(units, limit=limit, progress=progress)
+        stale_indexes = 0
+        if finished:  # blind indexes are computed from decrypted values: after the fields
+            for refresh in blind_index_refreshers().values():
+                stale_indexes += refresh(check)
         summary = (
             f"re-encrypted {rotation.rotated}, already under the newest key {rotation.already}, "
-            f"missing files {rotation.missing_files}"
+            f"missing files {rotation.missing_files}, blind indexes recomputed for {stale_indexes} records"
         )
         if check:
             if rotation.old_values:
                 raise CommandError(f"{rotation.old_values} values or files are still under an old key")
+            if stale_indexes:
+                raise CommandError(f"{stale_indexes} records have blind indexes under an old BLIND_INDEX_KEY")
             self.stdout.write(self.style.SUCCESS(f"Everything is under the newest key ({rotation.already} values)."))
             return
         if not finished:

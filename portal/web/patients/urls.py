@@ -7,6 +7,7 @@ urlpatterns = [
     path("patients/", views.patient_list, name="patient-list"),
     path("patients/new/", views.patient_create, name="patient-create"),
     path("patients/<uuid:patient_uuid>/", views.patient_detail, name="patient-detail"),
+    path("patients/<uuid:patient_uuid>/edit/", views.patient_edit, name="patient-edit"),
     path("patients/<uuid:patient_uuid>/invite/email/", invitations.invite_email, name="invite-email"),
     path("patients/<uuid:patient_uuid>/invite/code/", invitations.invite_code, name="invite-code"),
     path("patients/<uuid:patient_uuid>/access/revoke/", invitations.access_revoke, name="access-revoke"),

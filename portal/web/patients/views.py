@@ -18,9 +18,16 @@ from lesions.selectors import (
     open_alerts_by_lesion,
 )
 from patients import accounts, referrals
-from patients.forms import PatientRegisterForm, ReferralSearchForm
-from patients.selectors import own_patient_record, patient_get_for, patient_list_for, referral_centre_list_for
-from patients.services import patient_register
+from patients.forms import PatientEditForm, PatientRegisterForm, PatientSearchForm, ReferralSearchForm
+from patients.search import SearchQueryError
+from patients.selectors import (
+    own_patient_record,
+    patient_get_for,
+    patient_list_for,
+    patient_search_for,
+    referral_centre_list_for,
+)
+from patients.services import PATIENT_EDITABLE, patient_register, patient_update
 from portal import permissions
 from portal.forms import apply_validation_error
 
@@ -28,11 +35,29 @@ PATIENT_LIST_SIZE = 200  # the newest records; the page has no pager yet
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def patient_list(request):
+    """The newest records (GET), or the records matching a search (POST).
+
+    Search is a POST, like the referral directory: a name, record number or birth date in a
+    query string would be written to the reverse proxy's and the server's access logs, the
+    browser history and Referer headers, and the portal keeps PHI out of URLs. The results page
+    is not bookmarkable, which for a patient lookup is no loss. The query is not logged or
+    audited (the `patient.search` entry names the records shown, by UUID)."""
     if not (request.user.is_clinician or request.user.is_superuser):
         raise PermissionDenied("Patients see their own record under 'My record'.")
+    form = PatientSearchForm(request.POST if request.method == "POST" else None)
+    result = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            result = patient_search_for(user=request.user, query=form.cleaned_data["q"])
+        except SearchQueryError as exc:
+            form.add_error("q", str(exc))
+    if request.method == "POST":
+        status = 400 if form.errors else 200
+        return render(request, "patients/patient_list.html", {"form": form, "result": result}, status=status)
     patients = patient_list_for(user=request.user, paginate=lambda qs: qs[:PATIENT_LIST_SIZE])
-    return render(request, "patients/patient_list.html", {"patients": patients})
+    return render(request, "patients/patient_list.html", {"form": form, "patients": patients})
 
 
 @login_required
@@ -52,6 +77,28 @@ def patient_create(request):
             messages.success(request, "Patient registered.")
             return redirect("patients:patient-detail", patient_uuid=patient.uuid)
     return render(request, "patients/patient_form.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_edit(request, patient_uuid):
+    patient = patient_get_for(user=request.user, patient_uuid=patient_uuid, perm=permissions.CHANGE)
+    initial = {name: getattr(patient, name) for name in PATIENT_EDITABLE}
+    form = PatientEditForm(request.POST if request.method == "POST" else None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            patient_update(actor=request.user, patient=patient, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_validation_error(form, exc)
+        else:
+            messages.success(request, "Record updated.")
+            return redirect("patients:patient-detail", patient_uuid=patient.uuid)
+    return render(
+        request,
+        "patients/patient_edit.html",
+        {"form": form, "patient": patient},
+        status=400 if form.errors else 200,
+    )
 
 
 def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
@@ -105,6 +152,7 @@ def patient_detail(request, patient_uuid):
             "follow_ups": follow_ups,
             "can_manage": can_manage,
             "can_triage": permissions.TRIAGE in perms,
+            "can_change": permissions.CHANGE in perms,
             "lesion_form": lesion_form,
             "picked_site": site if site in BodySite.values else None,
             # Portal login: invited, activated, revoked (staff and administrators, who may change the record).

@@ -33,6 +33,7 @@ _NOT_EXPORTED = {
     "patients.patientuserobjectpermission",
     "patients.patientgroupobjectpermission",
     "patients.patientinvitation",  # hashes of one-time invitation secrets (patients.accounts)
+    "patients.patientsearchtoken",  # keyed hashes of the name: derived, meaningless to the patient
 }
 
 

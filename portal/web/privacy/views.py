@@ -7,10 +7,13 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from patients.selectors import emergency_access_list_for, own_patient_record, patient_get_for
+from patients.forms import PatientSearchForm
+from patients.search import SearchQueryError
+from patients.selectors import emergency_access_list_for, own_patient_record, patient_get_for, patient_search_for
 from patients.services import emergency_access_grant
 from portal import permissions
 from portal.forms import apply_validation_error
@@ -95,9 +98,24 @@ def emergency_access(request):
 
 @never_cache
 @login_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def audit_list(request):
+    """The trail, filtered by GET parameters that carry no PHI (a user, a record's UUID, dates).
+
+    To filter by patient, the administrator finds the record with the patient search (a POST,
+    as on the patient list, so no name reaches a URL): one match goes straight to its trail
+    (`?patient=<uuid>`), several are listed to pick from."""
     permissions.require_can_view_audit_trail(request.user)
+    search_form = PatientSearchForm(request.POST if request.method == "POST" else None, prefix="find")
+    found = None
+    if request.method == "POST" and search_form.is_valid():
+        try:
+            found = patient_search_for(user=request.user, query=search_form.cleaned_data["q"])
+        except SearchQueryError as exc:
+            search_form.add_error("q", str(exc))
+        else:
+            if len(found.patients) == 1:
+                return redirect(f"{reverse('privacy:audit-list')}?patient={found.patients[0].uuid}")
     form = AuditFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
     page = Paginator(audit_entry_list_for(user=request.user, filters=filters), 100).get_page(request.GET.get("page"))
@@ -106,8 +124,8 @@ def audit_list(request):
     return render(
         request,
         "privacy/audit_list.html",
-        {"form": form, "page": page, "query": query.urlencode()},
-        status=400 if form.errors else 200,
+        {"form": form, "search_form": search_form, "found": found, "page": page, "query": query.urlencode()},
+        status=400 if form.errors or search_form.errors else 200,
     )
 
 

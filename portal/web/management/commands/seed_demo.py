@@ -78,6 +78,23 @@ DEMO_PATIENTS = [
 ]
 
 
+# Melanoma risk factors by record number (fictional, like the patients).
+DEMO_RISK_FACTORS = {
+    "DT-1001": {
+        "sex": "female",
+        "fitzpatrick_skin_type": "II",
+        "personal_history_of_melanoma": "no",
+        "family_history_of_melanoma": "yes",
+    },
+    "DT-1002": {
+        "sex": "male",
+        "fitzpatrick_skin_type": "III",
+        "personal_history_of_melanoma": "no",
+        "family_history_of_melanoma": "unknown",
+    },
+    "DT-1003": {"sex": "female", "fitzpatrick_skin_type": "I"},
+}
+
 EXAMINATIONS_PER_LESION = 3  # enough for a progress chart and a comparison
 
 
@@ -215,6 +232,7 @@ class Command(BaseCommand):
                     medical_record_number=mrn,
                     phone="+43 1 555 0100",
                     consent_given=True,
+                    **DEMO_RISK_FACTORS.get(mrn, {}),
                 )
                 for lesion_index, (site, label, dx) in enumerate(lesions):
                     lesion = lesion_add(
