@@ -156,6 +156,20 @@ def test_the_dermatologist_triages_the_lesions_one_alert(browser, portal, journe
     shot(derm, "clinic-day-patient-page-decided")
 
 
+def test_search_finds_the_patient_by_part_of_the_surname(journey):
+    staff = journey["staff"]
+    staff.goto("/patients/")
+    staff.locator("#patient-search").fill("ellenh")  # inside "Quellenhof", in lower case
+    staff.get_by_role("button", name="Search").click()
+    staff.wait_for_load_state()
+    assert "/patients/" in staff.url
+    assert "ellenh" not in staff.url  # searched by POST: nothing of the name in the URL
+    results = staff.locator("#patient-search-results tbody tr")
+    assert results.count() == 1
+    assert f"{SURNAME}, Ilse" in results.first.inner_text()
+    shot(staff, "clinic-day-search-part-of-surname")
+
+
 def test_staff_invite_the_new_patient_who_sees_only_their_own_record(browser, portal, journey):
     staff = journey["staff"]
     staff.goto(journey["patient_url"])
