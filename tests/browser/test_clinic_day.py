@@ -61,6 +61,9 @@ def portal(tmp_path_factory):
         yield running
 
 
+_last_token: dict[str, str] = {}
+
+
 def _login(browser, portal: Portal, username: str):
     context = browser.new_context(base_url=portal.base_url, viewport=DESKTOP)
     context.set_default_timeout(30_000)
@@ -72,7 +75,12 @@ def _login(browser, portal: Portal, username: str):
     page.wait_for_load_state()
     if "/accounts/2fa/verify/" in page.url:
         key = base64.b32decode(portal.login_key(username, "Two-factor keys"))
-        page.locator("input[name=token]").fill(f"{totp(key):06d}")
+        token = f"{totp(key):06d}"
+        while token == _last_token.get(username):  # django-otp refuses a replayed token
+            time.sleep(2)
+            token = f"{totp(key):06d}"
+        _last_token[username] = token
+        page.locator("input[name=token]").fill(token)
         page.get_by_role("button", name="Verify").click()
         page.wait_for_load_state()
     assert "/accounts/" not in page.url, f"{username} could not log in: {page.url}"
