@@ -1,10 +1,7 @@
 from django import forms
 
+from portal.forms import DateInput
 from portal.models import Clinic
-
-
-class DateInput(forms.DateInput):
-    input_type = "date"
 
 
 class PatientRegisterForm(forms.Form):
