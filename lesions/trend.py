@@ -134,7 +134,7 @@ def _narrow() -> Chart:
     """The phone drawing: a 320-unit viewBox shown 300 to 340 px wide on a 360 to 412 px
     screen, so 13-unit labels are 12 to 14 px there; at most three date labels."""
     return Chart(
-        width=320, height=240, left=46, right=40, top=26, bottom=34, font_size=13, label_gap=90, variant="narrow"
+        width=320, height=240, left=54, right=40, top=26, bottom=34, font_size=13, label_gap=90, variant="narrow"
     )
 
 

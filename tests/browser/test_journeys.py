@@ -149,7 +149,7 @@ def test_staff_follow_up_list_on_a_phone(new_page, clinic_staff, patient):
     page = new_page(viewport=PHONE)
     login(page, clinic_staff.username)
     page.goto("/follow-ups/")
-    assert page.get_by_role("heading", name="Overdue").is_visible()
+    assert page.get_by_role("link", name="Overdue 1").is_visible()  # the filter, with its count
     assert page.get_by_text("Quackenbush, Zelda").first.is_visible()
     assert fits_phone_width(page)
     shot(page, "staff-05-follow-ups-phone")
