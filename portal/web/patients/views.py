@@ -1,3 +1,4 @@
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -218,7 +219,8 @@ def follow_up_list(request):
         paginate=lambda qs: Paginator(qs, FOLLOW_UP_PAGE_SIZE).get_page(request.GET.get("page")),
     )
     counts = follow_up_counts_for(user=request.user, today=today)
-    for lesion in page:
+    rows: list[Any] = list(page)  # the page's own lesions (with a date: the list holds no others)
+    for lesion in rows:
         lesion.recall = recall_of(lesion.next_follow_up, today)
         lesion.days_overdue = (today - lesion.next_follow_up).days
     return render(
