@@ -280,4 +280,5 @@ def model_info(model_dir: str | os.PathLike = MODELS_DIR) -> dict | None:
         "melanoma_specificity": metrics.get("melanoma_specificity"),
         "alert_threshold": meta.get("alert_threshold"),
         "classes": meta.get("classes", []),
+        "class_names": meta.get("class_names", {}),
     }

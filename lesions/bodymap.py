@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lesions.models import BodySite
+from lesions.models import BodySite, Prediction, TriageDecision
 
 WIDTH = 200  # one figure; the back view is drawn WIDTH + GAP to the right
 GAP = 20
@@ -127,3 +127,26 @@ def markers(items: list[dict]) -> list[dict]:
         # several lesions on one site: a small zig-zag so none hides another
         out.append({**item, "x": round(x + (0, 10, -10)[n % 3], 1), "y": round(y + (n // 3) * 10, 1)})
     return out
+
+
+# After a dermatologist's decision a marker shows what was decided, no longer the risk that
+# raised the alert: a dismissed lesion is not "flagged" any more (issue 12).
+DECIDED_STATES: dict[str, tuple[str, str]] = {
+    TriageDecision.Decision.DISMISS: ("reviewed", "reviewed, dismissed"),
+    TriageDecision.Decision.FOLLOW_UP: ("reviewed", "reviewed, follow-up"),
+    TriageDecision.Decision.BIOPSY: ("action", "reviewed, biopsy or excision ordered"),
+    TriageDecision.Decision.REFER: ("action", "reviewed, referred"),
+}
+
+
+def decided_state(
+    *, decision: TriageDecision | None, latest_prediction: Prediction | None, has_open_alert: bool
+) -> tuple[str, str] | None:
+    """(marker level, words) when a decision settles the lesion's latest result, else None (the
+    marker shows the risk). It does when it was made after the latest prediction and no alert
+    is waiting on the lesion: a later examination, or one still awaiting triage, shows its risk."""
+    if decision is None or has_open_alert:
+        return None
+    if latest_prediction is not None and decision.decided_at < latest_prediction.created_at:
+        return None
+    return DECIDED_STATES.get(decision.decision)

@@ -1,9 +1,11 @@
-"""Follow-up dates in words: overdue, due this week, scheduled. Pure functions, no queries."""
+"""Follow-up dates in words: overdue, due this week, scheduled; the follow-up list's filters
+(overdue, this month, later). Pure functions, no queries."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from django.db import models
 from django.utils import timezone
 
 DUE_SOON_DAYS = 7
@@ -19,21 +21,44 @@ def follow_up_state(day: dt.date | None, today: dt.date | None = None) -> str:
     return "due" if day <= today + dt.timedelta(days=DUE_SOON_DAYS) else "scheduled"
 
 
-def group_by_patient(lesions: list, today: dt.date | None = None) -> dict[str, list[dict]]:
-    """{'overdue': [...], 'due': [...]}: one entry per patient id, with their lesions due and
-    the earliest date, soonest first, for the staff follow-up list."""
-    today = today or timezone.localdate()
-    groups: dict[str, dict[int, dict]] = {"overdue": {}, "due": {}}
-    for lesion in lesions:
-        state = follow_up_state(lesion.next_follow_up, today)
-        if state not in groups:
-            continue
-        entry = groups[state].setdefault(
-            lesion.patient_id, {"patient_id": lesion.patient_id, "lesions": [], "earliest": lesion.next_follow_up}
-        )
-        entry["lesions"].append(lesion)
-        entry["earliest"] = min(entry["earliest"], lesion.next_follow_up)
-    return {
-        state: sorted(entries.values(), key=lambda e: (e["earliest"], e["patient_id"]))
-        for state, entries in groups.items()
+class Recall(models.TextChoices):
+    """The follow-up list's filters: which scheduled recalls it shows."""
+
+    ALL = "all", "All"
+    OVERDUE = "overdue", "Overdue"
+    THIS_MONTH = "month", "This month"
+    LATER = "later", "Later"
+
+
+class FollowUpOrder(models.TextChoices):
+    """How the follow-up list is sorted (values are URL parameters)."""
+
+    DATE = "date", "Date, soonest first"
+    DATE_DESC = "-date", "Date, latest first"
+    SITE = "site", "Body site (A to Z), then date"
+
+
+def month_end(today: dt.date) -> dt.date:
+    """The last day of today's calendar month."""
+    first_of_next = (today.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    return first_of_next - dt.timedelta(days=1)
+
+
+def recall_bounds(when: str, today: dt.date) -> tuple[dt.date | None, dt.date | None]:
+    """(first, last) day of a filter, None for open-ended: overdue is before today, this month
+    from today to the month's last day, later after it. The three never overlap."""
+    end = month_end(today)
+    bounds: dict[str, tuple[dt.date | None, dt.date | None]] = {
+        Recall.ALL: (None, None),
+        Recall.OVERDUE: (None, today - dt.timedelta(days=1)),
+        Recall.THIS_MONTH: (today, end),
+        Recall.LATER: (end + dt.timedelta(days=1), None),
     }
+    return bounds[when]
+
+
+def recall_of(day: dt.date, today: dt.date) -> str:
+    """Which filter a follow-up date falls in (never 'all')."""
+    if day < today:
+        return Recall.OVERDUE
+    return Recall.THIS_MONTH if day <= month_end(today) else Recall.LATER

@@ -3,17 +3,16 @@ import datetime as dt
 from django import forms
 from django.utils import timezone
 
+from lesions.followups import FollowUpOrder, Recall
 from lesions.models import Alert, BodySite, TriageDecision
 from lesions.risk import RiskBand
 from patients.models import ReferralCentre
-
-
-class DateInput(forms.DateInput):
-    input_type = "date"
+from portal.forms import DateInput
 
 
 class LesionAddForm(forms.Form):
-    body_site = forms.ChoiceField(choices=BodySite.choices)
+    # No default site: a preselected first choice ("Scalp") was saved whenever nobody changed it.
+    body_site = forms.ChoiceField(choices=[("", "Choose a body site"), *BodySite.choices])
     label = forms.CharField(max_length=120, required=False, help_text="Where exactly, e.g. '2 cm below left scapula'.")
     first_noted = forms.DateField(widget=DateInput, initial=timezone.localdate, required=False)
 
@@ -112,6 +111,18 @@ class AlertFilterForm(forms.Form):
             "band": data.get("band") or None,
             "clinic_uuid": data.get("clinic") or None,
         }
+
+
+class FollowUpFilterForm(forms.Form):
+    """The follow-up list's filter and order (GET). An invalid value falls back to its default."""
+
+    when = forms.ChoiceField(choices=Recall.choices, required=False, label="Show")
+    order = forms.ChoiceField(choices=FollowUpOrder.choices, required=False, label="Sort by")
+
+    def filters(self) -> dict:
+        self.is_valid()
+        data = self.cleaned_data  # the valid fields only
+        return {"when": data.get("when") or Recall.ALL, "order": data.get("order") or FollowUpOrder.DATE}
 
 
 class TriageDecisionForm(forms.Form):

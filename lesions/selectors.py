@@ -7,20 +7,35 @@ patient's record (portal.permissions). Reads leave an audit entry, lists include
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 from uuid import UUID
 
-from django.db.models import Case, Count, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, When
+from django.db.models import (
+    Case,
+    Count,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.utils import timezone
 
 from lesions import model_versions
 from lesions import risk as risk_rules
-from lesions.models import Alert, AlertTrigger, Examination, Lesion, ModelVersion, Prediction, TriageDecision
+from lesions.followups import FollowUpOrder, Recall, recall_bounds
+from lesions.models import Alert, AlertTrigger, BodySite, Examination, Lesion, ModelVersion, Prediction, TriageDecision
 from lesions.risk import RiskBand
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
 from portal.models import Clinic, User
+
+P = TypeVar("P", bound=Iterable[Lesion])
 
 
 def _via_lesion(user: User, perm: str = permissions.VIEW) -> Q:
@@ -276,20 +291,40 @@ def lesion_examinations_for(*, user: User, lesion: Lesion) -> list[Examination]:
     return exams
 
 
+def _examination_order(exam: Examination) -> tuple:
+    return (exam.captured_at, exam.pk)
+
+
+def earlier_examination_exists(*, examination: Examination) -> bool:
+    """Whether the examination's lesion has one captured before it (for "compare with earlier").
+    Call for an examination fetched through a selector. One query."""
+    return (
+        Examination.objects.filter(lesion_id=examination.lesion_id)
+        .filter(
+            Q(captured_at__lt=examination.captured_at) | Q(captured_at=examination.captured_at, pk__lt=examination.pk)
+        )
+        .exists()
+    )
+
+
 def examination_pair_for(
     *, user: User, lesion: Lesion, examinations: list[Examination], a_uuid: object = None, b_uuid: object = None
 ) -> tuple[Examination | None, Examination | None]:
-    """Two of a lesion's examinations to compare: the ones asked for, else the latest and the
-    one before it. Unknown ids fall back to those defaults. Both reads are audited."""
+    """Two of a lesion's examinations to compare, the earlier one first: the ones asked for,
+    else the latest and the one before it. Unknown ids fall back to those defaults; a pair
+    asked for the wrong way round is swapped; an examination is never compared with itself:
+    `a` is None when `b` is the lesion's earliest examination. Both reads are audited."""
     by_uuid = {str(e.uuid): e for e in examinations}
     b = by_uuid.get(str(b_uuid)) if b_uuid else None
     b = b or (examinations[-1] if examinations else None)
     a = by_uuid.get(str(a_uuid)) if a_uuid else None
-    if a is None and b is not None:
-        # The last image of an earlier visit: another image of the same visit is the same day.
-        earlier = [
-            e for e in examinations if e.visit_id != b.visit_id and (e.captured_at, e.pk) < (b.captured_at, b.pk)
-        ]
+    if a is not None and b is not None and _examination_order(b) < _examination_order(a):
+        a, b = b, a
+    if b is not None and (a is None or a.pk == b.pk):
+        earlier = [e for e in examinations if _examination_order(e) < _examination_order(b)]
+        # The last image of an earlier visit, else an earlier image of the same visit.
+        other_visits = [e for e in earlier if e.visit_id != b.visit_id]
+        earlier = other_visits or earlier
         a = earlier[-1] if earlier else None
     for exam in (a, b):
         if exam is not None:
@@ -355,37 +390,79 @@ def lesion_overview_for(*, user: User, patient: Patient) -> list[Any]:
 FOLLOW_UP_STATUSES = (Lesion.Status.MONITORING, Lesion.Status.REFERRED, Lesion.Status.BIOPSY)
 
 
-def follow_ups_due_for(*, user: User, within_days: int = 7) -> list[Lesion]:
-    """Lesions the user may see whose follow-up is overdue or due within `within_days`,
-    soonest first. One query, and no patient field decrypted: `follow_up_patients_for`
-    fetches the names of only the patients a page shows, and audits what it shows."""
-    until = timezone.localdate() + dt.timedelta(days=within_days)
-    lesions = list(
-        Lesion.objects.filter(permissions.visible_patient_filter(user, patient_field="patient_id"))
-        .filter(next_follow_up__lte=until, status__in=FOLLOW_UP_STATUSES)
-        .only("uuid", "body_site", "status", "next_follow_up", "patient_id")
-        .order_by("next_follow_up", "patient_id", "id")
+def _site_rank() -> Case:
+    """Body sites ranked by their name, so the database sorts by what the page shows."""
+    ranked = sorted(BodySite.choices, key=lambda choice: choice[1])
+    return Case(
+        *(When(body_site=value, then=Value(rank)) for rank, (value, _) in enumerate(ranked)),
+        default=Value(len(ranked)),
+        output_field=IntegerField(),
     )
-    return lesions
 
 
-def follow_up_patients_for(*, user: User, lesions: list[Lesion]) -> dict[int, Patient]:
-    """id -> patient (uuid and name only) for the lesions the follow-up list shows (from
-    `follow_ups_due_for`, cut to the page). One query; the audit entry names those lesions
-    and their patients."""
+def _follow_up_scope(user: User) -> QuerySet[Lesion]:
+    """Every scheduled recall the user may see: lesions with a follow-up date that are still
+    being followed (monitoring, referred, biopsy ordered; not excised or resolved)."""
+    return Lesion.objects.filter(permissions.visible_patient_filter(user, patient_field="patient_id")).filter(
+        next_follow_up__isnull=False, status__in=FOLLOW_UP_STATUSES
+    )
+
+
+def follow_up_list_for(
+    *, user: User, when: str = Recall.ALL, order: str = FollowUpOrder.DATE, today: dt.date | None = None
+) -> QuerySet[Lesion]:
+    """The follow-up list, filtered (`followups.Recall`) and sorted (`FollowUpOrder`), loading
+    no patient field: `follow_up_page_for` cuts a page, fetches the names of only the patients
+    on it and audits what it shows."""
+    first, last = recall_bounds(when, today or timezone.localdate())
+    qs = _follow_up_scope(user).only("uuid", "body_site", "status", "next_follow_up", "patient_id")
+    if first is not None:
+        qs = qs.filter(next_follow_up__gte=first)
+    if last is not None:
+        qs = qs.filter(next_follow_up__lte=last)
+    if order == FollowUpOrder.DATE_DESC:
+        return qs.order_by("-next_follow_up", "-patient_id", "-id")
+    if order == FollowUpOrder.SITE:
+        return qs.annotate(site_rank=_site_rank()).order_by("site_rank", "next_follow_up", "id")
+    return qs.order_by("next_follow_up", "patient_id", "id")
+
+
+def follow_up_counts_for(*, user: User, today: dt.date | None = None) -> dict[str, int]:
+    """How many recalls each filter of the follow-up list holds (`followups.Recall` values). One query."""
+    today = today or timezone.localdate()
+    aggregates: dict[str, Count] = {Recall.ALL: Count("id")}
+    for when in (Recall.OVERDUE, Recall.THIS_MONTH, Recall.LATER):
+        first, last = recall_bounds(when, today)
+        condition = Q()
+        if first is not None:
+            condition &= Q(next_follow_up__gte=first)
+        if last is not None:
+            condition &= Q(next_follow_up__lte=last)
+        aggregates[when] = Count("id", filter=condition)
+    return _follow_up_scope(user).aggregate(**aggregates)
+
+
+def follow_up_page_for(*, user: User, lesions: QuerySet[Lesion], paginate: Callable[[QuerySet[Lesion]], P]) -> P:
+    """One page of the follow-up list (`lesions` from `follow_up_list_for`; `paginate` cuts it,
+    e.g. a Paginator's `get_page`), each lesion with its patient (uuid and name only). One
+    query for the patients; the audit entry names exactly the lesions and patients shown."""
+    page = paginate(lesions)
+    shown = list(page)
     patients = {
         p.pk: p
         for p in Patient.objects.filter(
-            permissions.visible_patient_condition(user), pk__in={lesion.patient_id for lesion in lesions}
+            permissions.visible_patient_condition(user), pk__in={lesion.patient_id for lesion in shown}
         ).only("uuid", "given_name", "family_name")
     }
-    shown_lesions = [lesion for lesion in lesions if lesion.patient_id in patients]
+    shown = [lesion for lesion in shown if lesion.patient_id in patients]
+    for lesion in shown:
+        lesion.patient = patients[lesion.patient_id]
     audit_record(
         actor=user,
         action="follow_up.list",
-        shown={"patient": [patients[lesion.patient_id] for lesion in shown_lesions], "lesion": shown_lesions},
+        shown={"patient": [lesion.patient for lesion in shown], "lesion": shown},
     )
-    return patients
+    return page
 
 
 def alert_history(*, alert: Alert) -> list[AlertTrigger]:

@@ -85,12 +85,20 @@ def change_since_last(points: list[Point], threshold: float | None) -> Change | 
 
 @dataclass
 class Chart:
+    """One drawing of the progress chart in its own coordinates (the SVG's viewBox). Pages draw
+    two: the wide one, and `narrow` for phones, whose viewBox is about as wide as a phone's
+    screen so that its labels stay at least 11 CSS px tall there (issue 12, item 8; the wide
+    one, scaled to 390 px, drew them 5 px tall)."""
+
     width: int = 640
     height: int = 260
     left: int = 48
     right: int = 52
     top: int = 28
     bottom: int = 36
+    font_size: int = 11  # labels, in viewBox units
+    label_gap: int = 70  # the least distance between two date labels' centres
+    variant: str = "wide"
     risk_path: str = ""
     diameter_path: str = ""
     risk_dots: list[dict] = field(default_factory=list)
@@ -101,6 +109,7 @@ class Chart:
     threshold_y: float | None = None
     threshold_label: str = ""
     summary: str = ""
+    narrow: Chart | None = None
 
     @property
     def plot_right(self) -> int:
@@ -121,12 +130,27 @@ def _nice_ceiling(value: float) -> float:
     return 10 * magnitude
 
 
+def _narrow() -> Chart:
+    """The phone drawing: a 320-unit viewBox shown 300 to 340 px wide on a 360 to 412 px
+    screen, so 13-unit labels are 12 to 14 px there; at most three date labels."""
+    return Chart(
+        width=320, height=240, left=54, right=40, top=26, bottom=34, font_size=13, label_gap=90, variant="narrow"
+    )
+
+
 def progress_chart(points: list[Point], threshold: float | None) -> Chart | None:
-    """Risk (left axis, 0 to 100 %) and diameter (right axis, mm) over time, with the alert threshold."""
+    """Risk (left axis, 0 to 100 %) and diameter (right axis, mm) over time, with the alert
+    threshold; the wide drawing, with the phone one as its `narrow`."""
+    chart = _draw(points, threshold, Chart())
+    if chart is not None:
+        chart.narrow = _draw(points, threshold, _narrow())
+    return chart
+
+
+def _draw(points: list[Point], threshold: float | None, chart: Chart) -> Chart | None:
     points = [p for p in points if p.risk is not None or p.diameter is not None]
     if not points:
         return None
-    chart = Chart()
     x0, x1, y0, y1 = chart.left, chart.plot_right, chart.top, chart.plot_bottom
     start, end = points[0].when, points[-1].when
     span = (end - start).total_seconds()
@@ -173,7 +197,7 @@ def progress_chart(points: list[Point], threshold: float | None) -> Chart | None
     fmt = "%Y-%m-%d" if span >= 3 * 86400 else "%m-%d %H:%M"
     for when in candidates if span > 0 else [start]:
         x, label = x_of(when), timezone.localtime(when).strftime(fmt)
-        if label not in labels and all(abs(x - u) > 70 for u in used):
+        if label not in labels and all(abs(x - u) > chart.label_gap for u in used):
             used.append(x)
             labels.add(label)
             chart.date_ticks.append({"x": x, "label": label})

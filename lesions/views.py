@@ -17,6 +17,7 @@ from lesions.selectors import (
     alert_get_for,
     alert_history,
     alert_threshold_of,
+    earlier_examination_exists,
     examination_get_for,
     examination_pair_for,
     examination_thumbnail_get_for,
@@ -193,6 +194,8 @@ def lesion_compare(request, lesion_uuid):
             "threshold": threshold,
             "model": model,
             "open_alert": next((al for al in alerts.values() if al.status == "open"), None),
+            # b is the earliest: the examinations it can be compared with.
+            "later": [e for e in exams if b is not None and e.pk != b.pk] if a is None else [],
         },
     )
 
@@ -398,6 +401,7 @@ def alert_triage(request, alert_uuid):
             "form": form,
             "compare_url": reverse("lesions:lesion-compare", kwargs={"lesion_uuid": alert.lesion.uuid})
             + f"?b={exam.uuid}",
+            "has_earlier": earlier_examination_exists(examination=exam),
             "model": model_info(),
         },
         status=400 if form.errors else 200,

@@ -3,15 +3,8 @@ from django.contrib.auth import password_validation
 
 from patients.models import Sex, SkinType, YesNoUnknown
 from patients.search import MIN_TERM
+from portal.forms import DateInput
 from portal.models import Clinic
-
-
-class DateInput(forms.DateInput):
-    input_type = "date"
-
-    def __init__(self, attrs=None, format="%Y-%m-%d"):
-        # An <input type="date"> takes only YYYY-MM-DD, whatever the locale's display format.
-        super().__init__(attrs, format)
 
 
 class PatientFieldsForm(forms.Form):

@@ -1,4 +1,4 @@
-"""The patient page (body map, follow-ups) and the staff follow-up list."""
+"""The patient page (body map, follow-ups). The staff follow-up list: test_follow_up_list.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from django.utils import timezone
 
 from lesions import bodymap
 from lesions.models import BodySite, Lesion
-from portal.models import AuditEntry
-from tests.factories import LesionFactory, PatientFactory, PredictionFactory
+from tests.factories import LesionFactory, PredictionFactory
 
 MODEL = {"name": "test model", "version": "9.9", "alert_threshold": 0.3}
 
@@ -86,32 +85,6 @@ def test_patient_page_lists_due_and_overdue_follow_ups(clinician_client, patient
     assert body.index("Overdue") < body.index("Due this week") < body.index("Scheduled")
 
 
-def test_follow_up_list_groups_patients_overdue_and_due_this_week(staff_client, patient, other_patient, clinic):
-    today = timezone.localdate()
-    LesionFactory(patient=patient, next_follow_up=today - dt.timedelta(days=10))
-    LesionFactory(patient=patient, body_site=BodySite.FACE, next_follow_up=today - dt.timedelta(days=2))
-    LesionFactory(patient=other_patient, next_follow_up=today + dt.timedelta(days=6))
-    LesionFactory(patient=other_patient, next_follow_up=today + dt.timedelta(days=30))  # later: not listed
-    LesionFactory(
-        patient=other_patient, next_follow_up=today - dt.timedelta(days=1), status=Lesion.Status.RESOLVED
-    )  # closed: not listed
-    response = staff_client.get(reverse("patients:follow-up-list"))
-    overdue, due = response.context["overdue"], response.context["due"]
-    assert [g["patient"] for g in overdue] == [patient]
-    assert len(overdue[0]["lesions"]) == 2
-    assert overdue[0]["earliest"] == today - dt.timedelta(days=10)
-    assert [g["patient"] for g in due] == [other_patient]
-    assert "Quackenbush, Zelda" in response.content.decode()
-    assert AuditEntry.objects.filter(action="follow_up.list").count() == 1
-
-
-def test_follow_up_list_shows_only_the_users_clinic(outside_client, patient):
-    LesionFactory(patient=patient, next_follow_up=timezone.localdate())
-    response = outside_client.get(reverse("patients:follow-up-list"))
-    assert response.context["due"] == []
-    assert "Quackenbush" not in response.content.decode()
-
-
 @pytest.mark.parametrize("n_lesions", [1, 8])
 def test_patient_page_query_count_does_not_grow_with_lesions(
     clinician_client, patient, n_lesions, django_assert_num_queries
@@ -124,28 +97,7 @@ def test_patient_page_query_count_does_not_grow_with_lesions(
     clinician_client.get(url)
     # session, user, patient (permission join), audit, lesions with their latest prediction
     # and count (subqueries), those predictions, the user's permissions on the record
-    # (guardian: 2), the active model version, the lesions' open alerts and latest decisions.
+    # (guardian: 2), the active model version, the lesions' latest decisions and open alerts.
     with django_assert_num_queries(11):
         response = clinician_client.get(url)
     assert len(response.context["lesions"]) == n_lesions
-
-
-def test_follow_up_list_query_count(staff_client, clinic, django_assert_num_queries):
-    for i in range(6):
-        LesionFactory(patient=PatientFactory(clinic=clinic), next_follow_up=timezone.localdate() + dt.timedelta(i))
-    url = reverse("patients:follow-up-list")
-    staff_client.get(url)
-    with django_assert_num_queries(5):  # session, user, lesions, their patients, audit
-        staff_client.get(url)
-
-
-def test_follow_up_list_shows_the_earliest_hundred_and_offers_the_rest(staff_client, clinic, monkeypatch):
-    monkeypatch.setattr("portal.web.patients.views.FOLLOW_UP_PAGE", 2)
-    today = timezone.localdate()
-    for days in (1, 2, 3):
-        LesionFactory(patient=PatientFactory(clinic=clinic), next_follow_up=today - dt.timedelta(days=days))
-    response = staff_client.get(reverse("patients:follow-up-list"))
-    assert [g["earliest"] for g in response.context["overdue"]] == [today - dt.timedelta(3), today - dt.timedelta(2)]
-    assert response.context["overdue_total"] == 3
-    assert 'href="?all=1"' in response.content.decode()
-    assert len(staff_client.get(reverse("patients:follow-up-list"), {"all": "1"}).context["overdue"]) == 3

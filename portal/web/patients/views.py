@@ -1,18 +1,23 @@
+from typing import Any
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from lesions import bodymap, guidance, trend
-from lesions.followups import DUE_SOON_DAYS, follow_up_state, group_by_patient
-from lesions.forms import LesionAddForm
+from lesions.followups import FollowUpOrder, Recall, follow_up_state, month_end, recall_of
+from lesions.forms import FollowUpFilterForm, LesionAddForm
 from lesions.models import BodySite
 from lesions.risk import alert_threshold
 from lesions.selectors import (
-    follow_up_patients_for,
-    follow_ups_due_for,
+    follow_up_counts_for,
+    follow_up_list_for,
+    follow_up_page_for,
     latest_decisions_by_lesion,
     lesion_overview_for,
     open_alerts_by_lesion,
@@ -101,13 +106,20 @@ def patient_edit(request, patient_uuid):
     )
 
 
-def _lesion_map(lesions, threshold, *, link_sites: bool) -> dict:
+def _lesion_map(lesions, threshold, *, link_sites: bool, decisions: dict, open_alerts: set[int]) -> dict:
     items = []
     for lesion in lesions:
         risk = lesion.latest_prediction.risk if lesion.latest_prediction else None
         lesion.risk_pct = None if risk is None else round(risk * 100)
         lesion.not_assessable = bool(lesion.latest_prediction and lesion.latest_prediction.not_assessable)
         lesion.level = "unassessable" if lesion.not_assessable else trend.risk_level(risk, threshold)
+        # The marker: the risk, or once a dermatologist decided on it, what they decided.
+        decided = bodymap.decided_state(
+            decision=decisions.get(lesion.pk),
+            latest_prediction=lesion.latest_prediction,
+            has_open_alert=lesion.pk in open_alerts,
+        )
+        lesion.marker_level, lesion.decided_label = decided or (lesion.level, "")
         lesion.follow_up_state = follow_up_state(lesion.next_follow_up)
         items.append({"site": lesion.body_site, "lesion": lesion})
     return {
@@ -128,15 +140,21 @@ def patient_detail(request, patient_uuid):
     can_manage = permissions.MANAGE_LESIONS in perms
     lesions = lesion_overview_for(user=request.user, patient=patient)
     threshold = alert_threshold()
-    body_map = _lesion_map(lesions, threshold, link_sites=can_manage)
+    decisions = latest_decisions_by_lesion(lesions=lesions)
+    open_alerts = open_alerts_by_lesion(lesions=lesions)
+    body_map = _lesion_map(
+        lesions,
+        threshold,
+        link_sites=can_manage,
+        decisions=decisions,
+        open_alerts=set(open_alerts),
+    )
     follow_ups = sorted(
         (lesion for lesion in lesions if lesion.next_follow_up and lesion.follow_up_state),
         key=lambda lesion: lesion.next_follow_up,
     )
     if patient.account_id == request.user.pk:
-        return _own_record(request, patient, lesions, body_map, follow_ups, threshold)
-    open_alerts = open_alerts_by_lesion(lesions=lesions)
-    decisions = latest_decisions_by_lesion(lesions=lesions)
+        return _own_record(request, patient, lesions, body_map, follow_ups, threshold, decisions)
     for lesion in lesions:
         lesion.open_alert = open_alerts.get(lesion.pk)
         lesion.last_decision = decisions.get(lesion.pk)
@@ -161,9 +179,8 @@ def patient_detail(request, patient_uuid):
     )
 
 
-def _own_record(request, patient, lesions, body_map, follow_ups, threshold):
+def _own_record(request, patient, lesions, body_map, follow_ups, threshold, decisions):
     """A patient's own record, in plain language: what was found, what was decided, what to do."""
-    decisions = latest_decisions_by_lesion(lesions=lesions)
     for lesion in lesions:
         risk = lesion.latest_prediction.risk if lesion.latest_prediction else None
         lesion.guidance = guidance.for_risk(
@@ -240,36 +257,41 @@ def referral_directory(request):
     )
 
 
-FOLLOW_UP_PAGE = 100  # patients per group unless ?all=1
+FOLLOW_UP_PAGE_SIZE = 25
 
 
 @login_required
 def follow_up_list(request):
-    """Clinic staff's list of patients whose lesions are overdue or due this week."""
+    """Clinic staff's list of every scheduled recall: overdue, this month, later or all,
+    sorted by date or body site, a page at a time."""
     if not (request.user.is_clinician or request.user.is_superuser):
         raise PermissionDenied("Patients see their own follow-up dates under 'My record'.")
-    lesions = follow_ups_due_for(user=request.user, within_days=DUE_SOON_DAYS)
-    groups = group_by_patient(lesions)
-    show_all = request.GET.get("all") == "1"
-    shown = {state: entries if show_all else entries[:FOLLOW_UP_PAGE] for state, entries in groups.items()}
-    patients = follow_up_patients_for(
-        user=request.user, lesions=[lesion for entries in shown.values() for e in entries for lesion in e["lesions"]]
+    form = FollowUpFilterForm(request.GET)
+    filters = form.filters()
+    today = timezone.localdate()
+    page = follow_up_page_for(
+        user=request.user,
+        lesions=follow_up_list_for(user=request.user, today=today, **filters),
+        paginate=lambda qs: Paginator(qs, FOLLOW_UP_PAGE_SIZE).get_page(request.GET.get("page")),
     )
-    for entries in shown.values():
-        for entry in entries:
-            entry["patient"] = patients[entry["patient_id"]]
+    counts = follow_up_counts_for(user=request.user, today=today)
+    rows: list[Any] = list(page)  # the page's own lesions (with a date: the list holds no others)
+    for lesion in rows:
+        lesion.recall = recall_of(lesion.next_follow_up, today)
+        lesion.days_overdue = (today - lesion.next_follow_up).days
     return render(
         request,
         "patients/follow_up_list.html",
         {
-            "overdue": shown["overdue"],
-            "due": shown["due"],
-            "overdue_total": len(groups["overdue"]),
-            "due_total": len(groups["due"]),
-            "days": DUE_SOON_DAYS,
-            "today": timezone.localdate(),
-            "truncated": not show_all and max(len(groups["overdue"]), len(groups["due"])) > FOLLOW_UP_PAGE,
-            "page_size": FOLLOW_UP_PAGE,
+            "page": page,
+            "form": form,
+            "filters": filters,
+            "tabs": [(value, label, counts[value]) for value, label in Recall.choices],
+            "orders": FollowUpOrder.choices,
+            "today": today,
+            "month_end": month_end(today),
+            # The filter and order, for the pager's links.
+            "query": urlencode(filters),
         },
     )
 

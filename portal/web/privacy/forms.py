@@ -1,5 +1,6 @@
 from django import forms
 
+from portal.forms import DateInput
 from portal.models import Clinic, User
 
 
@@ -26,6 +27,6 @@ class AuditFilterForm(forms.Form):
         queryset=User.objects.exclude(role="patient").order_by("username"), required=False, label="User"
     )
     patient = forms.CharField(required=False, max_length=64, label="Patient (record UUID)")
-    date_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From")
-    date_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To")
+    date_from = forms.DateField(required=False, widget=DateInput, label="From")
+    date_to = forms.DateField(required=False, widget=DateInput, label="To")
     flagged = forms.BooleanField(required=False, label="Flagged only")
