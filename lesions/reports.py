@@ -18,7 +18,7 @@ from typing import Any
 from django.http import Http404
 from django.template.loader import render_to_string
 from django.utils import timezone
-from PIL import Image
+from PIL import Image, ImageFile
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher
 
@@ -38,6 +38,12 @@ from patients.models import ReferralCentre
 from portal import permissions
 from portal.audit import audit_record
 from portal.models import Role, User
+
+# Importing WeasyPrint sets Pillow's process-wide LOAD_TRUNCATED_IMAGES (weasyprint/images.py),
+# which would make upload validation (lesions.imaging) accept truncated JPEGs in every process
+# that ever loaded this module. Our reports embed only images we decoded ourselves, so the
+# strict default is restored.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 TRIAGE_AID = "a triage aid, not a diagnosis"
 REPORT_IMAGE_LONG_SIDE = 640  # px; about 200 dpi at the 8 cm the report prints each image at

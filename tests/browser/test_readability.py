@@ -140,7 +140,7 @@ def test_patient_and_queue_tables_keep_their_headings_on_a_phone(new_page, clini
     login(page, clinician.username)
     page.goto(f"/patients/{patient.uuid}/")
     headings = page.evaluate(CELL_HEADINGS, ".record-layout .table")
-    assert headings == ["Site", "Label", "Latest risk", "Status", "Examinations", "Next follow-up"]
+    assert headings == ["Site", "Label", "Latest risk", "Status", "Triage", "Examinations", "Next follow-up"]
     assert fits_phone_width(page)
     shot(page, "phone-patient-lesions")
     # A table whose template writes no data-label (the patient list): filled in by tables.js.

@@ -10,6 +10,7 @@ import datetime as dt
 from django.urls import reverse
 from django.utils import timezone
 
+from lesions.models import Alert
 from tests.factories import AlertFactory, PredictionFactory
 
 
@@ -67,6 +68,7 @@ def test_the_alert_page_offers_a_comparison_only_when_there_is_an_earlier_examin
     page = clinician_client.get(reverse("lesions:alert-triage", kwargs={"alert_uuid": first.uuid})).content.decode()
     assert "Compare with earlier examinations" not in page
     assert "No earlier examination of this lesion to compare with." in page
+    Alert.objects.filter(pk=first.pk).update(status=Alert.Status.TRIAGED)  # one open alert per lesion
     second = AlertFactory(prediction=_exam(lesion, 2).predictions.get())
     page = clinician_client.get(reverse("lesions:alert-triage", kwargs={"alert_uuid": second.uuid})).content.decode()
     assert "Compare with earlier examinations" in page

@@ -12,6 +12,7 @@ from inference import explanations
 from lesions.models import Explanation, Prediction
 from lesions.services import examination_upload
 from lesions.tasks import classify_examination_task, explain_examination_task
+from lesions.templatetags.lesion_text import class_label
 from tests.factories import lesion_jpeg_bytes
 
 
@@ -137,7 +138,7 @@ def test_explanations_explain_the_risk_by_default_and_the_top_class_on_request(c
     assert "?target=top_class" in page
     assert "explanations/cam/?target=risk" in page
     page = clinician_client.get(f"/examinations/{classified.uuid}/?target=top_class").content.decode()
-    assert f"explain the top class “{prediction.top_class}”" in page
+    assert f"explain the top class “{class_label(prediction.top_class)}”" in page
     assert "explanations/cam/?target=top_class" in page
     risk_png = clinician_client.get(f"/examinations/{classified.uuid}/explanations/cam/?target=risk").content
     top_png = clinician_client.get(f"/examinations/{classified.uuid}/explanations/cam/?target=top_class").content

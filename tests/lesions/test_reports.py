@@ -371,3 +371,21 @@ def test_the_referral_letter_is_one_audit_entry(clinician_client, exam):
     clinician_client.post(_letter_url(exam), {"recipient": "Dr X", "reason": "r"})
     assert AuditEntry.objects.filter(action="report.referral").count() == 1
     assert AuditEntry.objects.filter(action="examination.view").count() == 1
+
+
+def test_loading_the_reports_module_keeps_truncated_uploads_refused():
+    """WeasyPrint switches Pillow's LOAD_TRUNCATED_IMAGES on when imported; upload validation
+    (lesions.imaging) must still refuse a truncated JPEG in a process that renders reports."""
+    import io
+
+    from django.core.exceptions import ValidationError
+    from PIL import ImageFile
+
+    import lesions.reports  # noqa: F401 - the import is what is tested
+    from lesions.imaging import validate_and_normalise
+    from tests.factories import jpeg_bytes
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    data = jpeg_bytes(size=(400, 300))
+    with pytest.raises(ValidationError):
+        validate_and_normalise(io.BytesIO(data[: len(data) // 2]), size=len(data) // 2)

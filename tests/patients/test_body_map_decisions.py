@@ -68,10 +68,10 @@ def test_a_later_result_or_a_waiting_alert_shows_the_risk_again(clinician, clini
     triage_decide(actor=clinician, alert=alert, decision="dismiss", reason="Benign look")
     # A new examination scored after the decision: its result is what the marker shows.
     PredictionFactory(examination__lesion=dismissed, malignancy_risk="0.550000")
-    # Decided, but another alert on the same lesion still waits for triage.
+    # Decided, then a later examination opened a new alert on the same lesion, still waiting.
     waiting, first = _alerted(patient, BodySite.NECK, days_ago=20)
-    AlertFactory(prediction=PredictionFactory(examination__lesion=waiting, malignancy_risk="0.350000"))
     triage_decide(actor=clinician, alert=first, decision="dismiss", reason="Benign look")
+    AlertFactory(prediction=PredictionFactory(examination__lesion=waiting, malignancy_risk="0.350000"))
     _, body = _markers(clinician_client, patient)
     assert 'class="marker dot-high"' in body  # the new result
     assert 'class="marker dot-moderate"' in body  # the alert still waiting
