@@ -15,7 +15,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.resource import Resource
 
 from lesions import fhir
-from lesions.models import BodySite, ModelVersion
+from lesions.models import AlertTrigger, BodySite, ModelVersion
 from lesions.services import triage_decide
 from portal.models import AuditEntry
 from tests.factories import AlertFactory, ExaminationFactory, LesionFactory, PredictionFactory
@@ -168,21 +168,21 @@ def test_report_is_final_with_the_dermatologists_decision(clinician_client, clin
     _, by_url = _parse(_get(clinician_client, exam))
     (report,) = _of(by_url, "DiagnosticReport")
     assert report.status == "final"
-    assert "Refer" in report.conclusion and "Atypical network" in report.conclusion
+    assert "Refer" in report.conclusion
+    assert "Atypical network" in report.conclusion
     (practitioner,) = _of(by_url, "Practitioner")
     assert by_url[report.performer[0].reference] is practitioner
     assert practitioner.identifier[0].value == clinician.username
     # The AI output itself stays preliminary and AI-asserted.
     (observation,) = _of(by_url, "Observation")
-    assert observation.status == "preliminary" and AIAST in _labels(observation)
+    assert observation.status == "preliminary"
+    assert AIAST in _labels(observation)
 
 
 def test_an_examination_covered_by_a_decided_alert_through_another_trigger(clinician_client, clinician, lesion, exam):
     """Two images of one lesion raised one alert; the decision covers both."""
     other = PredictionFactory(examination__lesion=lesion, model_sha256="ef" * 32, malignancy_risk="0.700000")
     alert = AlertFactory(prediction=other)
-    from lesions.models import AlertTrigger
-
     AlertTrigger.objects.create(alert=alert, prediction=exam.predictions.get(), priority=630)
     triage_decide(actor=clinician, alert=alert, decision="biopsy", reason="New since last visit")
     _, by_url = _parse(_get(clinician_client, exam))
@@ -204,7 +204,8 @@ def test_media_carries_the_image_unless_asked_not_to(clinician_client, exam):
     assert media.bodySite.coding[0].system == fhir.SNOMED
     _, without = _parse(_get(clinician_client, exam, images="false"))
     (bare,) = _of(without, "Media")
-    assert bare.content.data is None and bare.content.contentType == "image/png"
+    assert bare.content.data is None
+    assert bare.content.contentType == "image/png"
 
 
 def test_unassessable_prediction_exports_no_risk(clinician_client, exam):
@@ -214,21 +215,25 @@ def test_unassessable_prediction_exports_no_risk(clinician_client, exam):
     prediction.save()
     _, by_url = _parse(_get(clinician_client, exam))
     (observation,) = _of(by_url, "Observation")
-    assert observation.valueQuantity is None and not observation.component
+    assert observation.valueQuantity is None
+    assert not observation.component
     assert "blurred" in observation.dataAbsentReason.text
 
 
 def test_examination_without_a_prediction(clinician_client, lesion):
     exam = ExaminationFactory(lesion=lesion)
     _, by_url = _parse(_get(clinician_client, exam))
-    assert not _of(by_url, "Observation") and not _of(by_url, "Provenance")
+    assert not _of(by_url, "Observation")
+    assert not _of(by_url, "Provenance")
     assert _of(by_url, "DiagnosticReport")[0].status == "registered"
 
 
 @pytest.mark.parametrize("site", BodySite.values)
 def test_every_body_site_has_a_snomed_code(site):
     code, display, side = fhir.SNOMED_BODY_SITES[site]
-    assert code.isdigit() and 6 <= len(code) <= 18 and display
+    assert code.isdigit()
+    assert 6 <= len(code) <= 18
+    assert display
     concept = fhir.body_site_concept(site)
     assert concept["coding"][0]["system"] == "http://snomed.info/sct"
     assert (side is not None) == site.startswith(("left_", "right_"))
@@ -294,7 +299,8 @@ def test_patients_get_404_on_the_clinician_export(patient_client, other_patient_
 def test_download_from_the_examination_page(clinician_client, exam, patient):
     page = clinician_client.get(reverse("lesions:examination-detail", kwargs={"examination_uuid": exam.uuid}))
     url = reverse("lesions:examination-fhir", kwargs={"examination_uuid": exam.uuid})
-    assert f'href="{url}"' in page.content.decode() and "Export FHIR (JSON)" in page.content.decode()
+    assert f'href="{url}"' in page.content.decode()
+    assert "Export FHIR (JSON)" in page.content.decode()
     response = clinician_client.get(url)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/fhir+json")
@@ -302,7 +308,8 @@ def test_download_from_the_examination_page(clinician_client, exam, patient):
     disposition = response["Content-Disposition"]
     assert disposition == f'attachment; filename="examination-{exam.uuid.hex[:8]}.fhir.json"'
     for phi in (patient.family_name, patient.given_name, patient.medical_record_number):
-        assert phi not in disposition and phi not in url
+        assert phi not in disposition
+        assert phi not in url
     _parse(response)
 
 
