@@ -316,3 +316,12 @@ def test_download_from_the_examination_page(clinician_client, exam, patient):
 def test_api_rejects_a_bad_images_flag(clinician_client, exam):
     url = reverse("api:examination-fhir", kwargs={"examination_uuid": exam.uuid})
     assert clinician_client.get(url, {"images": "maybe"}).status_code == 400
+
+
+@pytest.mark.parametrize(("sex", "gender"), [(None, None), ("female", "female"), ("M", "male"), ("x", "unknown")])
+def test_gender_only_when_the_record_has_a_sex(patient, sex, gender):
+    """The record may not have a `sex` field yet (another branch adds it): absent, no gender."""
+    if sex is not None:
+        patient.sex = sex
+    builder = fhir._Builder(include_images=False)
+    assert builder.entries[builder.patient(patient)].gender == gender
