@@ -10,6 +10,8 @@ import json
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.resource import Resource
@@ -325,3 +327,19 @@ def test_gender_only_when_the_record_has_a_sex(patient, sex, gender):
         patient.sex = sex
     builder = fhir._Builder(include_images=False)
     assert builder.entries[builder.patient(patient)].gender == gender
+
+
+def test_patient_export_queries_do_not_grow_with_examinations(clinician_client, patient, lesion):
+    url = reverse("api:patient-fhir", kwargs={"patient_uuid": patient.uuid})
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert clinician_client.get(url, {"images": "false"}).status_code == 200
+        return len(queries)
+
+    PredictionFactory(examination__lesion=lesion, model_sha256=SHA)
+    count()  # warm the per-process caches (content types, the active model version)
+    few = count()
+    for _ in range(4):
+        PredictionFactory(examination__lesion=LesionFactory(patient=patient), model_sha256=SHA)
+    assert count() == few
