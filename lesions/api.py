@@ -1,10 +1,12 @@
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lesions import guidance
+from lesions import fhir, guidance
 from lesions.models import BodySite
 from lesions.risk import alert_threshold
 from lesions.selectors import (
@@ -176,3 +178,61 @@ class ExaminationDetailApi(APIView):
     def get(self, request, examination_uuid):
         exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
         return Response(ExaminationOutputSerializer(exam, context={"request": request}).data)
+
+
+# --- FHIR R4B export (lesions.fhir) -----------------------------------------------------------
+
+
+class FhirJsonRenderer(JSONRenderer):
+    """application/fhir+json: the export's own type (errors, too, come back as JSON)."""
+
+    media_type = fhir.FHIR_JSON
+    format = "fhir"
+
+
+class FhirQuerySerializer(serializers.Serializer):
+    images = serializers.BooleanField(required=False, default=True)
+
+
+_FHIR_PARAMETERS = [
+    OpenApiParameter(
+        "images",
+        OpenApiTypes.BOOL,
+        OpenApiParameter.QUERY,
+        description="Include the image bytes (base64) in Media.content.data; default true.",
+    )
+]
+_FHIR_RESPONSES = {(200, fhir.FHIR_JSON): OpenApiTypes.OBJECT}
+
+
+def _include_images(request) -> bool:
+    query = FhirQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return bool(query.validated_data["images"])
+
+
+class ExaminationFhirApi(APIView):
+    """The examination as a FHIR R4B Bundle (collection): Patient, BodyStructure, Media, the AI
+    Observation with its Device and Provenance, DiagnosticReport. Clinicians only; audited."""
+
+    renderer_classes = [FhirJsonRenderer, JSONRenderer]
+
+    @extend_schema(operation_id="examinations_fhir", parameters=_FHIR_PARAMETERS, responses=_FHIR_RESPONSES)
+    def get(self, request, examination_uuid):
+        include_images = _include_images(request)
+        bundle = fhir.examination_bundle_for(
+            user=request.user, examination_uuid=examination_uuid, include_images=include_images
+        )
+        return fhir.http_response(bundle, fhir.filename("examination", examination_uuid))
+
+
+class PatientFhirApi(APIView):
+    """All of a patient's lesions and examinations as one FHIR R4B Bundle. Clinicians only; audited."""
+
+    renderer_classes = [FhirJsonRenderer, JSONRenderer]
+
+    @extend_schema(operation_id="patients_fhir", parameters=_FHIR_PARAMETERS, responses=_FHIR_RESPONSES)
+    def get(self, request, patient_uuid):
+        include_images = _include_images(request)
+        bundle = fhir.patient_bundle_for(user=request.user, patient_uuid=patient_uuid, include_images=include_images)
+        return fhir.http_response(bundle, fhir.filename("patient", patient_uuid))

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from lesions import guidance, reports, trend
+from lesions import fhir, guidance, reports, trend
 from lesions.forms import ExaminationUploadForm, LesionAddForm, ReferralLetterForm, TriageDecisionForm
 from lesions.models import Examination, Explanation
 from lesions.risk import RiskBand, alert_threshold, model_info, visit_risk
@@ -459,3 +459,14 @@ def referral_letter(request, examination_uuid):
 def patient_summary(request, lesion_uuid):
     pdf, lesion = reports.patient_summary_for(user=request.user, lesion_uuid=lesion_uuid)
     return _pdf(pdf, reports.filename("summary", lesion), attachment=True)
+
+
+# --- FHIR export -----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def examination_fhir(request, examination_uuid):
+    """The examination as a FHIR R4B Bundle (JSON), to download (lesions.fhir)."""
+    bundle = fhir.examination_bundle_for(user=request.user, examination_uuid=examination_uuid)
+    return fhir.http_response(bundle, fhir.filename("examination", examination_uuid), attachment=True)

@@ -320,6 +320,10 @@ SPECTACULAR_SETTINGS = {
 # Privacy: the version of the consent text patients agree to at registration (recorded with each consent)
 # and how long a break-the-glass emergency access lasts.
 DERMATRACK_CONSENT_VERSION = "2026-1"
+# FHIR export (lesions.fhir): the base of the URIs naming this deployment's identifier and code
+# systems (record numbers per clinic, model file hashes, the model's output codes). The default is
+# a placeholder in the reserved .invalid domain; a clinic sets its own.
+DERMATRACK_FHIR_BASE_URL = env_str("DERMATRACK_FHIR_BASE_URL", "https://dermatrack.invalid/fhir")
 DERMATRACK_EMERGENCY_ACCESS_MINUTES = env_int("DERMATRACK_EMERGENCY_ACCESS_MINUTES", 60)
 # Patient portal invitations (patients.accounts): how long an e-mailed link and a printed code
 # stay valid; failed activation attempts per client address per window before HTTP 429; wrong

@@ -37,6 +37,12 @@ api_patterns = (
             lesions_api.ExaminationDetailApi.as_view(),
             name="examination-detail",
         ),
+        path(
+            "examinations/<uuid:examination_uuid>/fhir/",
+            lesions_api.ExaminationFhirApi.as_view(),
+            name="examination-fhir",
+        ),
+        path("patients/<uuid:patient_uuid>/fhir/", lesions_api.PatientFhirApi.as_view(), name="patient-fhir"),
         path("schema/", SpectacularAPIView.as_view(), name="schema"),
     ],
     "api",

@@ -64,6 +64,8 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     ("lesions:examination-report",    (302, 404, 404, 200, 200, 404, 200),  None),
     ("lesions:referral-letter",       (302, 404, 404, 403, 200, 404, 200),  (302, 404, 404, 403, 400, 404, 400)),
     ("lesions:patient-summary",       (302, 200, 404, 200, 200, 404, 200),  None),
+    # FHIR export (issue 13): for clinicians, as the clinical report (patient logins get a 404).
+    ("lesions:examination-fhir",      (302, 404, 404, 200, 200, 404, 200),  None),
     # alert-triage: the patient and staff may see the record but not triage it: 403, not 404.
     ("lesions:alert-triage",          (302, 403, 404, 403, 200, 404, 200),  (302, 403, 404, 403, 400, 404, 400)),
     ("api:patient-list",              (401, 200, 200, 200, 200, 200, 200),  (401, 403, 403, 400, 400, 400, 400)),
@@ -72,6 +74,8 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     ("api:lesion-detail",             (401, 200, 404, 200, 200, 404, 200),  None),
     ("api:lesion-examinations",       (401, 200, 404, 200, 200, 404, 200),  (401, 403, 404, 400, 400, 404, 400)),
     ("api:examination-detail",        (401, 200, 404, 200, 200, 404, 200),  None),
+    ("api:examination-fhir",          (401, 404, 404, 200, 200, 404, 200),  None),
+    ("api:patient-fhir",              (401, 404, 404, 200, 200, 404, 200),  None),
     ("login",                         (200, 302, 302, 302, 302, 302, 302),  None),
     ("logout",                        None,                                 (302, 302, 302, 302, 302, 302, 302)),
     ("admin:index",                   (302, 302, 302, 302, 302, 302, 200),  None),
