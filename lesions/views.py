@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from lesions import guidance, reports, trend
+from lesions import dicom, guidance, reports, trend
 from lesions.forms import ExaminationUploadForm, LesionAddForm, ReferralLetterForm, TriageDecisionForm
 from lesions.models import Examination, Explanation
 from lesions.risk import RiskBand, alert_threshold, model_info, visit_risk
@@ -17,6 +17,7 @@ from lesions.selectors import (
     alert_get_for,
     alert_history,
     alert_threshold_of,
+    examination_dicom_for,
     examination_get_for,
     examination_pair_for,
     examination_thumbnail_get_for,
@@ -455,3 +456,19 @@ def referral_letter(request, examination_uuid):
 def patient_summary(request, lesion_uuid):
     pdf, lesion = reports.patient_summary_for(user=request.user, lesion_uuid=lesion_uuid)
     return _pdf(pdf, reports.filename("summary", lesion), attachment=True)
+
+
+# --- DICOM ---------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def examination_dicom(request, examination_uuid):
+    """The examination image as a DICOM Dermoscopic Photography file (lesions.dicom): for
+    clinicians, never cached, named by a short random id only."""
+    data, exam = examination_dicom_for(user=request.user, examination_uuid=examination_uuid)
+    response = HttpResponse(data, content_type=dicom.CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{dicom.filename(exam)}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
