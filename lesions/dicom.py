@@ -131,9 +131,7 @@ def _stored_pixels(exam: Examination) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 
-def examination_dataset(
-    *, exam: Examination, burned_in_annotation: bool = False, instance_number: int = 1
-) -> Dataset:
+def examination_dataset(*, exam: Examination, burned_in_annotation: bool = False, instance_number: int = 1) -> Dataset:
     """The DICOM object of one examination image. `burned_in_annotation`: the image shows text
     (a label, a burnt-in name or date); the OCR step says so, else NO."""
     lesion = exam.lesion
@@ -230,7 +228,9 @@ def examination_dataset(
     return ds
 
 
-def examination_dicom_bytes(*, exam: Examination, instance_number: int = 1, burned_in_annotation: bool = False) -> bytes:
+def examination_dicom_bytes(
+    *, exam: Examination, instance_number: int = 1, burned_in_annotation: bool = False
+) -> bytes:
     """The DICOM file (PS3.10, with its file meta information) of one examination image."""
     ds = examination_dataset(exam=exam, burned_in_annotation=burned_in_annotation, instance_number=instance_number)
     out = io.BytesIO()

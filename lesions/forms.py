@@ -26,7 +26,10 @@ class MultipleImageField(forms.FileField):
     """One or several files from one <input type=file multiple>; cleans each, returns a list."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleImageInput(attrs={"accept": "image/jpeg,image/png,image/tiff,image/webp,application/dicom,.dcm"}))
+        kwargs.setdefault(
+            "widget",
+            MultipleImageInput(attrs={"accept": "image/jpeg,image/png,image/tiff,image/webp,application/dicom,.dcm"}),
+        )
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):
