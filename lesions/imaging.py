@@ -149,7 +149,7 @@ def validate_and_normalise(upload: IO[bytes], *, size: int | None = None) -> Nor
         del data
         return _normalise(decoded.image, source_patient_id=decoded.patient_id)
 
-    allowed = ", ".join(ALLOWED_FORMATS.values())
+    allowed = ", ".join(ALLOWED_FORMATS.values()) + " or DICOM"
     max_side = settings.DERMATRACK_MAX_STORED_SIDE
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
