@@ -25,7 +25,10 @@ class MultipleImageField(forms.FileField):
     """One or several files from one <input type=file multiple>; cleans each, returns a list."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleImageInput(attrs={"accept": "image/jpeg,image/png,image/tiff,image/webp"}))
+        kwargs.setdefault(
+            "widget",
+            MultipleImageInput(attrs={"accept": "image/jpeg,image/png,image/tiff,image/webp,application/dicom,.dcm"}),
+        )
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):
@@ -67,7 +70,10 @@ class ExaminationUploadForm(forms.Form):
 
     image = MultipleImageField(
         label="Image(s)",
-        help_text="One or several dermoscopic photographs of this lesion: JPEG, PNG, TIFF or WebP, up to 20 MB each.",
+        help_text=(
+            "One or several dermoscopic photographs of this lesion: JPEG, PNG, TIFF, WebP or DICOM "
+            "(dermoscopic or VL photographic), up to 20 MB each."
+        ),
     )
 
     diameter_mm = forms.DecimalField(

@@ -5,6 +5,11 @@ completely within the size, pixel, aspect-ratio and decoded-memory limits. Accep
 reduced to at most DERMATRACK_MAX_STORED_SIDE pixels on the long side (JPEGs decode at that
 scale directly), re-encoded as PNG with orientation applied and all metadata (EXIF, GPS, ICC,
 text chunks) dropped.
+
+A DICOM file (the 'DICM' marker at byte 128) of a dermoscopic or VL photographic image is
+accepted too: `lesions.dicom.decode_upload` decodes its pixel data with pydicom, within the same
+limits, and the result carries the DICOM Patient ID, which the upload service checks against
+the patient's record number (`lesions.dicom.check_patient`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lesions import dicom
+
 ALLOWED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "TIFF": "TIFF", "WEBP": "WebP"}
 
 
@@ -29,6 +36,9 @@ class NormalisedImage:
     sha256: str
     width: int
     height: int
+    # The Patient ID (0010,0020) of an uploaded DICOM file ("" when it has none); None for
+    # every other format. The upload service compares it with the patient's record number.
+    source_patient_id: str | None = None
 
 
 def _reject(message: str) -> ValidationError:
@@ -93,6 +103,26 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def check_dimensions(width: int, height: int) -> None:
+    """The pixel-count, smallest-side and aspect-ratio limits every upload must meet."""
+    max_pixels = settings.DERMATRACK_MAX_IMAGE_PIXELS
+    if width * height > max_pixels:
+        raise _reject(f"The image has too many pixels ({width}x{height}); the limit is {max_pixels:,}.")
+    if min(width, height) < settings.DERMATRACK_MIN_IMAGE_SIDE:
+        raise _reject(
+            f"The image is too small ({width}x{height}); each side must be at least "
+            f"{settings.DERMATRACK_MIN_IMAGE_SIDE} pixels."
+        )
+    max_ratio = settings.DERMATRACK_MAX_ASPECT_RATIO
+    if max(width, height) > max_ratio * min(width, height):
+        # A 64 x 600,000 strip passed every other check, then no explanation could be made
+        # of it (the model's square input leaves a heatmap less than a pixel high).
+        raise _reject(
+            f"The image is too narrow ({width}x{height}); the long side may be at most "
+            f"{max_ratio:g} times the short side. Crop it to the lesion and upload it again."
+        )
+
+
 def _open(data: bytes, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
     """The image, drafted smaller where the decoder can, and its size as uploaded."""
     image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
@@ -114,8 +144,12 @@ def validate_and_normalise(upload: IO[bytes], *, size: int | None = None) -> Nor
     if not data:
         raise _reject("The file is empty.")
 
-    allowed = ", ".join(ALLOWED_FORMATS.values())
-    max_pixels = settings.DERMATRACK_MAX_IMAGE_PIXELS
+    if dicom.is_dicom(data):
+        decoded = dicom.decode_upload(data, check_dimensions=check_dimensions)
+        del data
+        return _normalise(decoded.image, source_patient_id=decoded.patient_id)
+
+    allowed = ", ".join(ALLOWED_FORMATS.values()) + " or DICOM"
     max_side = settings.DERMATRACK_MAX_STORED_SIDE
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -128,21 +162,7 @@ def validate_and_normalise(upload: IO[bytes], *, size: int | None = None) -> Nor
         except Exception as exc:  # Pillow raises many types for malformed headers
             raise _reject("The image could not be read; the file may be corrupt.") from exc
 
-        if width * height > max_pixels:
-            raise _reject(f"The image has too many pixels ({width}x{height}); the limit is {max_pixels:,}.")
-        if min(width, height) < settings.DERMATRACK_MIN_IMAGE_SIDE:
-            raise _reject(
-                f"The image is too small ({width}x{height}); each side must be at least "
-                f"{settings.DERMATRACK_MIN_IMAGE_SIDE} pixels."
-            )
-        max_ratio = settings.DERMATRACK_MAX_ASPECT_RATIO
-        if max(width, height) > max_ratio * min(width, height):
-            # A 64 x 600,000 strip passed every other check, then no explanation could be made
-            # of it (the model's square input leaves a heatmap less than a pixel high).
-            raise _reject(
-                f"The image is too narrow ({width}x{height}); the long side may be at most "
-                f"{max_ratio:g} times the short side. Crop it to the lesion and upload it again."
-            )
+        check_dimensions(width, height)
         needed, budget = decoded_bytes(probe), settings.DERMATRACK_MAX_DECODED_BYTES
         if needed > budget:
             raise _reject(
@@ -161,6 +181,12 @@ def validate_and_normalise(upload: IO[bytes], *, size: int | None = None) -> Nor
             raise _reject("The image is truncated or corrupt and could not be decoded.") from exc
     del data, probe
 
+    return _normalise(image)
+
+
+def _normalise(image: Image.Image, *, source_patient_id: str | None = None) -> NormalisedImage:
+    """The decoded image, reduced to the stored size, upright and RGB, as a PNG without metadata."""
+    max_side = settings.DERMATRACK_MAX_STORED_SIDE
     # Smaller first, then rotate and convert: every later copy is of the reduced image.
     image = _reduce_to_fit(image, max_side)
     image = ImageOps.exif_transpose(image)
@@ -170,4 +196,10 @@ def validate_and_normalise(upload: IO[bytes], *, size: int | None = None) -> Nor
     out = io.BytesIO()
     rgb.save(out, format="PNG", optimize=False, compress_level=3, icc_profile=None)
     png = out.getvalue()
-    return NormalisedImage(png_bytes=png, sha256=hashlib.sha256(png).hexdigest(), width=rgb.width, height=rgb.height)
+    return NormalisedImage(
+        png_bytes=png,
+        sha256=hashlib.sha256(png).hexdigest(),
+        width=rgb.width,
+        height=rgb.height,
+        source_patient_id=source_patient_id,
+    )

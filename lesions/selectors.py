@@ -23,9 +23,10 @@ from django.db.models import (
     Value,
     When,
 )
+from django.http import Http404
 from django.utils import timezone
 
-from lesions import model_versions
+from lesions import dicom, model_versions
 from lesions import risk as risk_rules
 from lesions.followups import FollowUpOrder, Recall, recall_bounds
 from lesions.models import Alert, AlertTrigger, BodySite, Examination, Lesion, ModelVersion, Prediction, TriageDecision
@@ -33,7 +34,7 @@ from lesions.risk import RiskBand
 from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
-from portal.models import Clinic, User
+from portal.models import Clinic, Role, User
 
 P = TypeVar("P", bound=Iterable[Lesion])
 
@@ -89,6 +90,20 @@ def visit_examinations_for(*, exam: Examination) -> list[Examination]:
     return list(
         Examination.objects.filter(visit_id=exam.visit_id).prefetch_related("predictions").order_by("created_at", "id")
     )
+
+
+def examination_dicom_for(*, user: User, examination_uuid: object) -> tuple[bytes, Examination]:
+    """The examination image as a DICOM file (lesions.dicom), for a clinician who may see it:
+    404 for a hidden record and for the patient's own account, as for the clinical reports.
+    Audited as `dicom.export`."""
+    exam = examination_get_for(user=user, examination_uuid=examination_uuid, audit=False)
+    if exam.lesion.patient.account_id == user.pk or user.role == Role.PATIENT:
+        raise Http404("No such examination.")
+    visit = [image.pk for image in visit_examinations_for(exam=exam)]
+    number = visit.index(exam.pk) + 1 if exam.pk in visit else 1
+    data = dicom.examination_dicom_bytes(exam=exam, instance_number=number)
+    audit_record(actor=user, action="dicom.export", target=exam, patient=exam.lesion.patient)
+    return data, exam
 
 
 def latest_prediction(exam: Examination, active: str | None = None) -> Prediction | None:

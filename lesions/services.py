@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from lesions import classification, tasks
+from lesions import classification, dicom, tasks
 from lesions.imaging import NormalisedImage, validate_and_normalise
 from lesions.models import Alert, AlertTrigger, Examination, Lesion, Prediction, TriageDecision, Visit
 from patients.models import Patient
@@ -86,6 +86,7 @@ def examination_upload(
     if visit is None:
         _check_capture_time(lesion=lesion, captured_at=captured_at or timezone.now())
     normalised = validate_and_normalise(image, size=image_size)  # raises ValidationError
+    dicom.check_patient(normalised.source_patient_id, patient=lesion.patient)  # a DICOM of another patient
     with transaction.atomic():
         if visit is None:
             visit = visit_record(actor=actor, lesion=lesion, captured_at=captured_at)
@@ -114,7 +115,9 @@ def visit_upload(
     rejected: list[str] = []
     for number, (image, size) in enumerate(images, start=1):
         try:
-            valid.append(validate_and_normalise(image, size=size))
+            normalised = validate_and_normalise(image, size=size)
+            dicom.check_patient(normalised.source_patient_id, patient=lesion.patient)
+            valid.append(normalised)
         except ValidationError as exc:
             prefix = f"Image {number} of {len(images)}: " if len(images) > 1 else ""
             rejected.append(prefix + " ".join(exc.messages))

@@ -14,6 +14,7 @@ urlpatterns = [
     path("examinations/<uuid:examination_uuid>/thumbnail/", views.examination_thumbnail, name="examination-thumbnail"),
     path("examinations/<uuid:examination_uuid>/report/", views.examination_report, name="examination-report"),
     path("examinations/<uuid:examination_uuid>/fhir/", views.examination_fhir, name="examination-fhir"),
+    path("examinations/<uuid:examination_uuid>/dicom/", views.examination_dicom, name="examination-dicom"),
     path("examinations/<uuid:examination_uuid>/referral-letter/", views.referral_letter, name="referral-letter"),
     path("lesions/<uuid:lesion_uuid>/summary/", views.patient_summary, name="patient-summary"),
     path("alerts/<uuid:alert_uuid>/", views.alert_triage, name="alert-triage"),

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from lesions import fhir, guidance, reports, trend
+from lesions import dicom, fhir, guidance, reports, trend
 from lesions.forms import ExaminationUploadForm, LesionAddForm, ReferralLetterForm, TriageDecisionForm
 from lesions.models import Examination, Explanation
 from lesions.risk import RiskBand, alert_threshold, model_info, visit_risk
@@ -18,6 +18,7 @@ from lesions.selectors import (
     alert_history,
     alert_threshold_of,
     earlier_examination_exists,
+    examination_dicom_for,
     examination_get_for,
     examination_pair_for,
     examination_thumbnail_get_for,
@@ -470,3 +471,19 @@ def examination_fhir(request, examination_uuid):
     """The examination as a FHIR R4B Bundle (JSON), to download (lesions.fhir)."""
     bundle = fhir.examination_bundle_for(user=request.user, examination_uuid=examination_uuid)
     return fhir.http_response(bundle, fhir.filename("examination", examination_uuid), attachment=True)
+
+
+# --- DICOM ---------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def examination_dicom(request, examination_uuid):
+    """The examination image as a DICOM Dermoscopic Photography file (lesions.dicom): for
+    clinicians, never cached, named by a short random id only."""
+    data, exam = examination_dicom_for(user=request.user, examination_uuid=examination_uuid)
+    response = HttpResponse(data, content_type=dicom.CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{dicom.filename(exam)}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -62,6 +62,7 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     # own account gets a 404, as for heatmaps); only who may triage signs a referral letter; the
     # plain-language summary is for whoever may see the lesion.
     ("lesions:examination-report",    (302, 404, 404, 200, 200, 404, 200),  None),
+    ("lesions:examination-dicom",     (302, 404, 404, 200, 200, 404, 200),  None),
     ("lesions:referral-letter",       (302, 404, 404, 403, 200, 404, 200),  (302, 404, 404, 403, 400, 404, 400)),
     ("lesions:patient-summary",       (302, 200, 404, 200, 200, 404, 200),  None),
     # FHIR export (issue 13): for clinicians, as the clinical report (patient logins get a 404).
