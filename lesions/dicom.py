@@ -112,9 +112,8 @@ _SEX = {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F", "O": "O", "OTHER": "O"}
 
 
 def _patient_sex(patient: Patient) -> str:
-    """M, F or O from the record where it has a sex field; empty (unknown) otherwise."""
-    value = getattr(patient, "sex", "") or ""
-    return _SEX.get(str(value).strip().upper(), "")
+    """M, F or O from the recorded sex; empty (DICOM's "unknown") for unknown."""
+    return _SEX.get(str(patient.sex or "").strip().upper(), "")
 
 
 def _tz_offset(moment: dt.datetime) -> str:

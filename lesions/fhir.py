@@ -221,7 +221,7 @@ class _Builder:
             "birthDate": patient.date_of_birth,
             "managingOrganization": _ref(organization),
         }
-        sex = getattr(patient, "sex", None)  # not every version of the record has one
+        sex = patient.sex
         if sex:
             data["gender"] = GENDERS.get(str(sex).lower(), "unknown")
         telecom = [{"system": "phone", "value": patient.phone}] if patient.phone else []

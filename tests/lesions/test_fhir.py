@@ -320,9 +320,11 @@ def test_api_rejects_a_bad_images_flag(clinician_client, exam):
     assert clinician_client.get(url, {"images": "maybe"}).status_code == 400
 
 
-@pytest.mark.parametrize(("sex", "gender"), [(None, None), ("female", "female"), ("M", "male"), ("x", "unknown")])
-def test_gender_only_when_the_record_has_a_sex(patient, sex, gender):
-    """The record may not have a `sex` field yet (another branch adds it): absent, no gender."""
+@pytest.mark.parametrize(
+    ("sex", "gender"), [(None, "unknown"), ("female", "female"), ("M", "male"), ("other", "other"), ("x", "unknown")]
+)
+def test_gender_follows_the_recorded_sex(patient, sex, gender):
+    """Registration records sex (default unknown); FHIR's administrative gender takes it."""
     if sex is not None:
         patient.sex = sex
     builder = fhir._Builder(include_images=False)
