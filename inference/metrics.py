@@ -9,6 +9,18 @@ import numpy as np
 
 MALIGNANT_CLASSES = ("mel", "bcc", "akiec")
 
+# The HAM10000 diagnostic categories in words (Tschandl et al., 2018): written into the model
+# metadata at export, and what pages and exports fall back on for a model file without them.
+CLASS_NAMES = {
+    "akiec": "actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis-like lesion",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevus",
+    "vasc": "vascular lesion",
+}
+
 
 def malignancy_risk(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """Probability that the lesion is malignant or pre-malignant: mel + bcc + akiec."""

@@ -5,23 +5,13 @@ trained on; an unknown code is shown as it is."""
 
 from __future__ import annotations
 
+from inference.metrics import CLASS_NAMES
 from lesions import risk
-
-# The HAM10000 diagnostic categories (Tschandl et al., 2018), as in inference/models/lesion_classifier.json.
-HAM10000_NAMES = {
-    "akiec": "actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
-    "bcc": "basal cell carcinoma",
-    "bkl": "benign keratosis-like lesion",
-    "df": "dermatofibroma",
-    "mel": "melanoma",
-    "nv": "melanocytic nevus",
-    "vasc": "vascular lesion",
-}
 
 
 def class_name(code: str) -> str:
     """The class in words, capitalised ("Melanocytic nevus"); the code itself when unknown."""
-    names = {**HAM10000_NAMES, **((risk.model_info() or {}).get("class_names") or {})}
+    names = {**CLASS_NAMES, **((risk.model_info() or {}).get("class_names") or {})}
     name = names.get(code, "")
     return name[:1].upper() + name[1:] if name else code
 

@@ -45,6 +45,7 @@ from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.resource import Resource
 
+from lesions.classes import class_name
 from lesions.models import AlertTrigger, BodySite, Examination, Lesion, ModelVersion, Prediction, TriageDecision
 from lesions.selectors import (
     active_model_sha,
@@ -104,16 +105,6 @@ SNOMED_BODY_SITES: dict[str, tuple[str, str, tuple[str, str] | None]] = {
 }
 LESION_MORPHOLOGY = {"system": SNOMED, "code": "52988006", "display": "Lesion"}
 
-# The model's classes (HAM10000's), for the components' codes.
-CLASS_NAMES = {
-    "akiec": "Actinic keratosis / intraepithelial carcinoma",
-    "bcc": "Basal cell carcinoma",
-    "bkl": "Benign keratosis-like lesion",
-    "df": "Dermatofibroma",
-    "mel": "Melanoma",
-    "nv": "Melanocytic naevus",
-    "vasc": "Vascular lesion",
-}
 GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other", "other": "other"}
 
 
@@ -353,7 +344,7 @@ class _Builder:
                             {
                                 "system": f"{_base()}/CodeSystem/lesion-class",
                                 "code": name,
-                                "display": CLASS_NAMES.get(name, name),
+                                "display": class_name(name),
                             }
                         ],
                         "text": f"P({name})",

@@ -36,7 +36,7 @@ import torch
 
 from inference.classifier import LesionClassifier, sha256_file, softmax, tta_views
 from inference.evaluation import decode_image, evaluate
-from inference.metrics import MALIGNANT_CLASSES, malignancy_risk, summarise
+from inference.metrics import CLASS_NAMES, MALIGNANT_CLASSES, malignancy_risk, summarise
 from inference.preprocessing import PIXEL_MEAN, PIXEL_SCALE, Size, input_wh, to_model_input
 from inference.training.data import read_image_bytes, read_metadata
 from inference.training.model_card import write_model_card
@@ -63,16 +63,6 @@ REPRODUCE_TRAIN_ARGS = (
     "width",
     "height",
 )
-
-CLASS_NAMES = {
-    "akiec": "actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
-    "bcc": "basal cell carcinoma",
-    "bkl": "benign keratosis-like lesion",
-    "df": "dermatofibroma",
-    "mel": "melanoma",
-    "nv": "melanocytic nevus",
-    "vasc": "vascular lesion",
-}
 
 
 # ---------------------------------------------------------------------------------------------
