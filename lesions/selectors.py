@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from lesions import model_versions
 from lesions import risk as risk_rules
-from lesions.models import Alert, AlertTrigger, Examination, Lesion, ModelVersion, Prediction, TriageDecision
+from lesions.models import Alert, AlertTrigger, Examination, Hold, Lesion, ModelVersion, Prediction, TriageDecision
 from lesions.risk import RiskBand
 from patients.models import Patient
 from portal import permissions
@@ -78,7 +78,10 @@ def visit_examinations_for(*, exam: Examination) -> list[Examination]:
 
 def latest_prediction(exam: Examination, active: str | None = None) -> Prediction | None:
     """The prediction a page shows: the active model version's (`active`, its sha256, from
-    `active_model_sha()`), else the newest. Predictions are prefetched, newest first."""
+    `active_model_sha()`), else the newest. Predictions are prefetched, newest first. None for
+    a held examination (its image may be another patient's: lesions.ocr)."""
+    if exam.hold == Hold.HELD:
+        return None
     return model_versions.preferred_prediction(list(exam.predictions.all()), active)
 
 
@@ -313,6 +316,7 @@ def lesion_overview_for(*, user: User, patient: Patient) -> list[Any]:
     active = model_versions.active_sha()
     latest = (
         Prediction.objects.filter(examination__lesion=OuterRef("pk"))
+        .exclude(examination__hold=Hold.HELD)
         .annotate(by_active=Case(When(model_sha256=active or "", then=1), default=0, output_field=IntegerField()))
         .order_by("-examination__captured_at", "-by_active", "-created_at", "-id")
     )
