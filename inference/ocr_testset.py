@@ -150,6 +150,26 @@ def render(source: Image.Image, rng: random.Random, fonts: Sequence[str], *, sca
     return base, truth
 
 
+def label_image(
+    image: Image.Image,
+    lines: Sequence[str],
+    *,
+    style: str = "label",
+    size: int = 24,
+    angle: float = 0.0,
+    font: str | None = None,
+    position: tuple[int, int] = (8, 8),
+) -> Image.Image:
+    """A copy of `image` with the given lines drawn on it in one style (for tests and demos:
+    a chosen record number on a printed label)."""
+    out = image.convert("RGB")
+    typeface = ImageFont.truetype(font or available_fonts()[0], size)
+    block = _text_block(list(lines), typeface, style, random.Random(0))
+    block = block.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC)
+    out.paste(block, position, block)
+    return out
+
+
 def _jpeg(image: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=quality, optimize=False, progressive=False)
