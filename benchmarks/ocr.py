@@ -84,7 +84,9 @@ class EasyOcrEngine:
         boxes = []
         for quad, text, score in out:
             xs, ys = [p[0] for p in quad], [p[1] for p in quad]
-            boxes.append(TextBox(text=text, score=float(score), box=(int(min(xs)), int(min(ys)), int(max(xs)), int(max(ys)))))
+            boxes.append(
+                TextBox(text=text, score=float(score), box=(int(min(xs)), int(min(ys)), int(max(xs)), int(max(ys))))
+            )
         return OcrResult(boxes=boxes)
 
 
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "benchmarks.ocr", "--testset", str(args.testset), "--one", name]
         if args.limit:
             cmd += ["--limit", str(args.limit)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
             rows.append({"engine": name, "error": last})

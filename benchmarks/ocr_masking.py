@@ -75,10 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| condition | n | accuracy | balanced accuracy | malignant AUC |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(
-            f"| {name} | {r['n']} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['malignant_auc']:.3f} |"
-        )
-    print(f"\nRapidOCR masked something on {masked_real}/{len(rows)} real and {masked_labelled}/{len(rows)} labelled images")
+        print(f"| {name} | {r['n']} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['malignant_auc']:.3f} |")
+    n = len(rows)
+    print(f"\nRapidOCR masked something on {masked_real}/{n} real and {masked_labelled}/{n} labelled images")
     results["masked_counts"] = {"real": masked_real, "labelled": masked_labelled, "n": len(rows)}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

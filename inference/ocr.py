@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-# 2–3 letters (or look-alike digits), an optional dash, 4–6 digits (or look-alike letters).
-RECORD_NUMBER_PATTERN = re.compile(r"(?<![A-Z0-9])([A-Z01]{2,3})\s?[-‐‑–—_.]?\s?([0-9OIL]{4,6})(?![A-Z0-9])")
+# 2-3 letters (or look-alike digits), an optional dash, 4-6 digits (or look-alike letters).
+_DASH = r"[-\u2010\u2011\u2013\u2014_.]"
+RECORD_NUMBER_PATTERN = re.compile(rf"(?<![A-Z0-9])([A-Z01]{{2,3}})\s?{_DASH}?\s?([0-9OIL]{{4,6}})(?![A-Z0-9])")
 _LETTERS = str.maketrans({"0": "O", "1": "I"})
 _DIGITS = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
@@ -53,7 +54,7 @@ def normalise_record_number(raw: str) -> str:
     text = re.sub(r"\s+", "", raw.upper())
     match = RECORD_NUMBER_PATTERN.fullmatch(text)
     if match is None:
-        return re.sub(r"[-‐‑–—_.]", "-", text)
+        return re.sub(_DASH, "-", text)
     return f"{match.group(1).translate(_LETTERS)}-{match.group(2).translate(_DIGITS)}"
 
 
@@ -88,12 +89,18 @@ def mask_text(image: Image.Image, boxes: Sequence[tuple[int, int, int, int]], *,
 
 class RapidOcrEngine:
     """RapidOCR on onnxruntime, loaded once per process, lazily. Small images are enlarged before
-    detection (the detector was trained on documents; our photographs are 200 × 150 and up)."""
+    detection (the detector was trained on documents; our photographs are 200 x 150 and up)."""
 
     name = "rapidocr-onnxruntime"
 
     def __init__(
-        self, *, min_side: int = 300, det_side: int = 480, use_cls: bool = False, threads: int = 2, min_score: float = 0.5
+        self,
+        *,
+        min_side: int = 300,
+        det_side: int = 480,
+        use_cls: bool = False,
+        threads: int = 2,
+        min_score: float = 0.5,
     ) -> None:
         self.min_side = min_side
         self.det_side = det_side

@@ -13,9 +13,9 @@ Two styles, as clinics produce them:
   dark drop shadow), record number and optionally a date.
 
 Per image: one of the Debian fonts found on the machine (fonts-dejavu-core, fonts-liberation,
-fonts-freefont-ttf), a text size of 10–40 px, a rotation of ±15°, a Gaussian blur of 0–1.2 px and
-a JPEG quality of 40–90. The source photographs (200 × 150 in our data set) are enlarged by
-`--scale` (default 2, i.e. 400 × 300, still smaller than the 600 × 450 originals) before the text
+fonts-freefont-ttf), a text size of 10-40 px, a rotation of ±15°, a Gaussian blur of 0-1.2 px and
+a JPEG quality of 40-90. The source photographs (200 x 150 in our data set) are enlarged by
+`--scale` (default 2, i.e. 400 x 300, still smaller than the 600 x 450 originals) before the text
 is drawn, so that a 40 px label fits beside the lesion, as on a full-size dermatoscope picture.
 Deterministic: the same seed and sources give byte-identical files (checked by a test).
 
@@ -59,13 +59,15 @@ LAST_NAMES = ("Huber", "Wagner", "Novak", "Berg", "Lindqvist", "Moreau", "Keller
 def available_fonts(candidates: Sequence[str] = FONT_CANDIDATES) -> list[str]:
     fonts = [p for p in candidates if Path(p).is_file()]
     if not fonts:
-        raise RuntimeError("no Debian font found: apt-get install fonts-dejavu-core fonts-liberation fonts-freefont-ttf")
+        raise RuntimeError(
+            "no Debian font found: apt-get install fonts-dejavu-core fonts-liberation fonts-freefont-ttf"
+        )
     return fonts
 
 
 def record_number(rng: random.Random) -> str:
-    """A record number in the shape of the project's MRNs ("DT-1001", "QH-4711"): 2–3 capital
-    letters, a dash, 4–6 digits."""
+    """A record number in the shape of the project's MRNs ("DT-1001", "QH-4711"): 2-3 capital
+    letters, a dash, 4-6 digits."""
     prefix = "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.choice((2, 2, 3))))
     digits = "".join(rng.choice(string.digits) for _ in range(rng.choice((4, 4, 5, 6))))
     return f"{prefix}-{digits}"
@@ -78,12 +80,13 @@ def _date(rng: random.Random) -> str:
 
 def _text_block(lines: list[str], font: ImageFont.FreeTypeFont, style: str, rng: random.Random) -> Image.Image:
     """The text on a transparent layer (label: with its sticker box), before rotation."""
-    pad = max(2, int(font.size * 0.35)) if style == "label" else 2
-    spacing = max(1, font.size // 5)
+    size = int(font.size)
+    pad = max(2, int(size * 0.35)) if style == "label" else 2
+    spacing = max(1, size // 5)
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     boxes = [probe.textbbox((0, 0), line, font=font) for line in lines]
-    width = max(b[2] - b[0] for b in boxes) + 2 * pad + 2
-    height = sum(b[3] - b[1] for b in boxes) + spacing * (len(lines) - 1) + 2 * pad + 2
+    width = int(max(b[2] - b[0] for b in boxes)) + 2 * pad + 2
+    height = int(sum(b[3] - b[1] for b in boxes)) + spacing * (len(lines) - 1) + 2 * pad + 2
     layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     if style == "label":
@@ -95,14 +98,16 @@ def _text_block(lines: list[str], font: ImageFont.FreeTypeFont, style: str, rng:
     y = pad
     for line, box in zip(lines, boxes, strict=True):
         if style == "overlay":
-            off = max(1, font.size // 12)
+            off = max(1, size // 12)
             draw.text((pad - box[0] + off, y - box[1] + off), line, font=font, fill=(0, 0, 0, 220))
         draw.text((pad - box[0], y - box[1]), line, font=font, fill=(*ink, 255))
-        y += box[3] - box[1] + spacing
+        y += int(box[3] - box[1]) + spacing
     return layer
 
 
-def render(source: Image.Image, rng: random.Random, fonts: Sequence[str], *, scale: int = 2) -> tuple[Image.Image, dict]:
+def render(
+    source: Image.Image, rng: random.Random, fonts: Sequence[str], *, scale: int = 2
+) -> tuple[Image.Image, dict]:
     """One labelled image and its ground truth (everything but the file names)."""
     base = source.convert("RGB")
     base = base.resize((base.width * scale, base.height * scale), Image.Resampling.BICUBIC)
@@ -258,4 +263,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

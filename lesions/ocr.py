@@ -13,6 +13,7 @@ patient, and let staff confirm or reject a held image. Called by the classify ta
 
 from __future__ import annotations
 
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -68,13 +69,16 @@ def examination_read_text(*, exam: Examination, image: Image.Image) -> None:
         return
     numbers = result.record_numbers
     others = other_patients_numbers(numbers, exam.lesion.patient.medical_record_number)
-    exam.ocr_status = OcrStatus.DONE
-    exam.ocr_text = result.text
-    exam.ocr_record_numbers = numbers
-    exam.ocr_boxes = [list(b.box) for b in result.boxes]
-    if others and exam.hold == Hold.NONE:
-        exam.hold = Hold.HELD
-    exam.save(update_fields=["ocr_status", "ocr_text", "ocr_record_numbers", "ocr_boxes", "hold"])
+    fields = {
+        "ocr_status": OcrStatus.DONE,
+        "ocr_text": result.text,
+        "ocr_record_numbers": numbers,
+        "ocr_boxes": [list(b.box) for b in result.boxes],
+        "hold": Hold.HELD if others and exam.hold == Hold.NONE else exam.hold,
+    }
+    for name, value in fields.items():
+        setattr(exam, name, value)
+    exam.save(update_fields=list(fields))
     if exam.hold == Hold.HELD:
         # No numbers in the audit entry or the log: only that it was held.
         audit_record(actor=None, action="examination.hold", target=exam, patient=exam.lesion.patient)
@@ -94,7 +98,7 @@ def other_patients_numbers(numbers: list[str], own_mrn: str) -> list[str]:
 def image_for_model(exam: Examination, image: Image.Image) -> Image.Image:
     """What the classifier sees: text regions filled with the image's median colour."""
     boxes = [tuple(int(v) for v in box) for box in exam.ocr_boxes or []]
-    return text_reader.mask_text(image, [b for b in boxes if len(b) == 4])  # type: ignore[misc]
+    return text_reader.mask_text(image, [(b[0], b[1], b[2], b[3]) for b in boxes if len(b) == 4])
 
 
 @transaction.atomic
@@ -137,6 +141,5 @@ def examination_hold_reject(*, actor: User, exam: Examination) -> Visit:
         visit.delete()
     for f in files:
         if f:
-            name, storage = f.name, f.storage
-            transaction.on_commit(lambda name=name, storage=storage: storage.delete(name))
+            transaction.on_commit(functools.partial(f.storage.delete, f.name))
     return visit

@@ -47,15 +47,19 @@ def test_generator_is_deterministic(tmp_path):
 def test_generator_writes_the_ground_truth_in_range(tmp_path):
     manifest = generate(_sources(12), tmp_path, count=10, unlabeled=2, seed=1)
     labelled = [m for m in manifest if m["record_number"]]
-    assert len(labelled) == 10 and len(manifest) == 12
+    assert len(labelled) == 10
+    assert len(manifest) == 12
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     for m in labelled:
         assert m["style"] in ("label", "overlay")
         assert text_reader.find_record_numbers(m["record_number"]) == [m["record_number"]]
         assert m["record_number"] in m["lines"]
-        assert 10 <= m["size"] <= 40 and -15 <= m["angle"] <= 15 and 40 <= m["quality"] <= 90
+        assert 10 <= m["size"] <= 40
+        assert -15 <= m["angle"] <= 15
+        assert 40 <= m["quality"] <= 90
         with Image.open(tmp_path / m["file"]) as image:
-            assert image.format == "JPEG" and image.size == (400, 300)
+            assert image.format == "JPEG"
+            assert image.size == (400, 300)
     plain = [m for m in manifest if not m["record_number"]]
     assert all(m["style"] == "none" and m["lines"] == [] for m in plain)
 
@@ -68,7 +72,7 @@ def test_generator_writes_the_ground_truth_in_range(tmp_path):
     [
         ("DT-1001", ["DT-1001"]),
         ("dt 1001", ["DT-1001"]),
-        ("QH–4711 Anna Huber", ["QH-4711"]),
+        ("QH\u20134711 Anna Huber", ["QH-4711"]),
         ("D7-1O01", []),  # a digit in the letters part other than 0/1 is not undone
         ("0T-1O0I", ["OT-1001"]),  # O/0, I/1 undone by position inside the match only
         ("2017-01-20", []),  # a date
@@ -109,7 +113,10 @@ class FakeEngine:
             raise self.error
         lines = [t for t in self.text.split("\n") if t]
         return text_reader.OcrResult(
-            boxes=[text_reader.TextBox(text=t, score=0.9, box=(2, 2 + 12 * i, 60, 12 + 12 * i)) for i, t in enumerate(lines)]
+            boxes=[
+                text_reader.TextBox(text=t, score=0.9, box=(2, 2 + 12 * i, 60, 12 + 12 * i))
+                for i, t in enumerate(lines)
+            ]
         )
 
 
@@ -145,7 +152,8 @@ def test_another_patients_record_number_holds_the_examination(monkeypatch, exam,
     with connection.cursor() as cur:
         cur.execute("SELECT ocr_text, ocr_record_numbers FROM lesions_examination WHERE id = %s", [exam.pk])
         raw_text, raw_numbers = cur.fetchone()
-    assert "QH-4711" not in raw_text and "QH-4711" not in raw_numbers
+    assert "QH-4711" not in raw_text
+    assert "QH-4711" not in raw_numbers
 
 
 def test_confirming_a_held_image_shows_the_result_and_raises_the_alert(monkeypatch, exam, clinic_staff, always_alert):
@@ -185,7 +193,8 @@ def test_the_patients_own_number_does_not_hold_and_the_text_is_shown(monkeypatch
     assert latest_prediction(exam) is not None
     client.force_login(clinician)
     page = client.get(reverse("lesions:examination-detail", args=[exam.uuid]))
-    assert b"Text found in the image" in page.content and b"12.03.2025" in page.content
+    assert b"Text found in the image" in page.content
+    assert b"12.03.2025" in page.content
 
 
 def test_masked_regions_are_what_the_model_sees(monkeypatch, exam):
@@ -211,7 +220,8 @@ def test_ocr_failure_never_blocks_the_prediction(monkeypatch, exam, clinician, c
     classify_examination_task(exam.pk)
     exam.refresh_from_db()
     assert exam.status == Examination.Status.DONE
-    assert exam.ocr_status == OcrStatus.FAILED and exam.hold == Hold.NONE
+    assert exam.ocr_status == OcrStatus.FAILED
+    assert exam.hold == Hold.NONE
     assert latest_prediction(exam) is not None
     client.force_login(clinician)
     page = client.get(reverse("lesions:examination-detail", args=[exam.uuid]))
@@ -224,7 +234,8 @@ def test_ocr_timeout_is_recorded_and_classification_goes_on(monkeypatch, setting
     classify_examination_task(exam.pk)
     exam.refresh_from_db()
     assert exam.ocr_status == OcrStatus.TIMEOUT
-    assert exam.hold == Hold.NONE and exam.status == Examination.Status.DONE
+    assert exam.hold == Hold.NONE
+    assert exam.status == Examination.Status.DONE
     assert Prediction.objects.filter(examination=exam).exists()
     time.sleep(0.5)  # let the abandoned read finish before the next test uses the reader thread
 

@@ -59,4 +59,5 @@ def test_missing_ocr_libraries_and_fonts_are_named(monkeypatch, tmp_path):
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "GL" else real(name))
     monkeypatch.setattr(bootstrap, "OCR_FONTS", {tmp_path / "absent.ttf": "fonts-liberation"})
     missing = bootstrap._missing_system_packages()
-    assert "libgl1" in missing and "fonts-liberation" in missing
+    assert "libgl1" in missing
+    assert "fonts-liberation" in missing
