@@ -87,6 +87,13 @@ def mask_text(image: Image.Image, boxes: Sequence[tuple[int, int, int, int]], *,
     return out
 
 
+def plausible_text(text: str, box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
+    """Drops what the detector finds in the lesion itself: a box of fewer than two letters or
+    digits ("8", "®" over a pigment network), or one taller than 30 % of the image (no line of a
+    label is). Without this, masking such a box hid the lesion from the model (benchmarks/ocr_masking.py)."""
+    return sum(c.isalnum() for c in text) >= 2 and (box[3] - box[1]) <= 0.3 * size[1]
+
+
 class RapidOcrEngine:
     """RapidOCR on onnxruntime, loaded once per process, lazily. Small images are enlarged before
     detection (the detector was trained on documents; our photographs are 200 x 150 and up)."""
@@ -139,6 +146,8 @@ class RapidOcrEngine:
             xs = [p[0] / factor for p in quad]
             ys = [p[1] / factor for p in quad]
             box = (int(min(xs)), int(min(ys)), int(np.ceil(max(xs))), int(np.ceil(max(ys))))
+            if not plausible_text(str(text), box, image.size):
+                continue
             boxes.append(TextBox(text=str(text).strip(), score=round(float(score), 4), box=box))
         return OcrResult(boxes=boxes)
 

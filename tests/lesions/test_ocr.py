@@ -270,3 +270,20 @@ def test_rapidocr_reads_record_numbers_on_generated_images(tmp_path):
         with Image.open(tmp_path / m["file"]) as image:
             hits += m["record_number"] in engine.read(image).record_numbers
     assert hits >= 5, f"{hits} of 6 record numbers read"
+
+
+def test_single_characters_and_lesion_sized_boxes_are_not_text():
+    assert text_reader.plausible_text("DT-1001", (10, 10, 90, 30), (400, 300))
+    assert not text_reader.plausible_text("8", (82, 49, 284, 212), (400, 300))
+    assert not text_reader.plausible_text("MRN", (0, 0, 300, 200), (400, 300))
+
+
+def test_the_api_says_an_examination_is_held_and_gives_no_prediction(monkeypatch, exam, clinician, client):
+    _use(monkeypatch, FakeEngine("QH-4711"))
+    classify_examination_task(exam.pk)
+    client.force_login(clinician)
+    data = client.get(reverse("api:examination-detail", args=[exam.uuid])).json()
+    assert data["held"] is True
+    assert data["ocr_status"] == "done"
+    assert data["prediction"] is None
+    assert "QH-4711" not in str(data)
