@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Protocol
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from PIL import Image
@@ -53,12 +54,15 @@ def engine() -> Engine:
 
 def examination_read_text(*, exam: Examination, image: Image.Image) -> None:
     """Reads the text of a claimed examination's image and records it (status, encrypted text and
-    record numbers, boxes, hold). Never raises: a failure is recorded as FAILED or TIMEOUT."""
+    record numbers, boxes, hold). A failure is recorded as FAILED or TIMEOUT, never raised (only
+    the task's own soft time limit goes through)."""
     if exam.ocr_status != OcrStatus.NOT_RUN or not settings.DERMATRACK_OCR_ENABLED:
         return
     try:
         future = _pool.submit(engine().read, image)
         result = future.result(timeout=settings.DERMATRACK_OCR_TIMEOUT_SECONDS)
+    except SoftTimeLimitExceeded:
+        raise  # the task's own limit: its handler marks the examination
     except FutureTimeout:
         logger.warning("OCR of examination %s timed out", exam.uuid)
         _record_status(exam, OcrStatus.TIMEOUT)

@@ -287,3 +287,14 @@ def test_the_api_says_an_examination_is_held_and_gives_no_prediction(monkeypatch
     assert data["ocr_status"] == "done"
     assert data["prediction"] is None
     assert "QH-4711" not in str(data)
+
+
+def test_the_tasks_soft_time_limit_during_ocr_fails_the_examination(monkeypatch, exam):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    _use(monkeypatch, FakeEngine(error=SoftTimeLimitExceeded()))
+    with pytest.raises(SoftTimeLimitExceeded):
+        classify_examination_task(exam.pk)
+    exam.refresh_from_db()
+    assert exam.status == Examination.Status.FAILED
+    assert "too long" in exam.failure_reason
