@@ -177,6 +177,8 @@ def test_rejecting_a_held_image_deletes_it(monkeypatch, exam, clinic_staff, clie
     page = client.get(reverse("lesions:examination-detail", args=[exam.uuid]))
     assert b"This image may belong to another patient" in page.content
     assert b"Estimated malignancy risk" not in page.content
+    lesion_page = client.get(reverse("lesions:lesion-detail", args=[exam.lesion.uuid]))
+    assert b"Held: this image may belong to another patient" in lesion_page.content
     response = client.post(reverse("lesions:examination-hold-reject", args=[exam.uuid]))
     assert response.status_code == 302
     assert not Examination.objects.filter(pk=exam.pk).exists()
