@@ -33,7 +33,17 @@ from PIL import Image
 
 from inference.ocr import OcrResult, RapidOcrEngine, TextBox, find_record_numbers
 
-ENGINES = ("rapidocr", "rapidocr-600", "rapidocr-736", "rapidocr-cls", "tesseract", "easyocr")
+ENGINES = (
+    "rapidocr",
+    "rapidocr-unclip2",
+    "rapidocr-u2b4",
+    "rapidocr-u24",
+    "rapidocr-600",
+    "rapidocr-736",
+    "rapidocr-cls",
+    "tesseract",
+    "easyocr",
+)
 
 
 class TesseractEngine:
@@ -97,6 +107,18 @@ def make_engine(name: str):
     if name == "rapidocr-cls":
         engine = RapidOcrEngine(use_cls=True, det_side=736)
         engine.name = "rapidocr-onnxruntime (det size 736, with cls)"
+        return engine
+    if name == "rapidocr-unclip2":
+        engine = RapidOcrEngine(unclip_ratio=2.0)
+        engine.name = "rapidocr-onnxruntime (unclip x2.0)"
+        return engine
+    if name == "rapidocr-u2b4":
+        engine = RapidOcrEngine(unclip_ratio=2.0, box_thresh=0.4)
+        engine.name = "rapidocr-onnxruntime (unclip x2.0, box threshold 0.4)"
+        return engine
+    if name == "rapidocr-u24":
+        engine = RapidOcrEngine(unclip_ratio=2.4)
+        engine.name = "rapidocr-onnxruntime (unclip x2.4)"
         return engine
     if name == "rapidocr-600":
         engine = RapidOcrEngine(min_side=600, det_side=600)

@@ -109,7 +109,11 @@ class RapidOcrEngine:
         use_cls: bool = False,
         threads: int = 2,
         min_score: float = 0.5,
+        unclip_ratio: float = 1.6,
+        box_thresh: float = 0.5,
     ) -> None:
+        self.unclip_ratio = unclip_ratio  # how far detected boxes are grown before recognition
+        self.box_thresh = box_thresh  # the detector's mean score a box needs
         self.min_side = min_side
         self.det_side = det_side
         self.use_cls = use_cls
@@ -139,7 +143,12 @@ class RapidOcrEngine:
         if factor > 1.0:
             rgb = rgb.resize((round(rgb.width * factor), round(rgb.height * factor)), Image.Resampling.BICUBIC)
         # RapidOCR takes BGR arrays (OpenCV's order).
-        result, _elapse = engine(np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]), use_cls=self.use_cls)
+        result, _elapse = engine(
+            np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]),
+            use_cls=self.use_cls,
+            unclip_ratio=self.unclip_ratio,
+            box_thresh=self.box_thresh,
+        )
         boxes: list[TextBox] = []
         for quad, text, score in result or []:
             if float(score) < self.min_score or not str(text).strip():
