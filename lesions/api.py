@@ -72,6 +72,10 @@ class ExaminationOutputSerializer(serializers.Serializer):
     notes = serializers.CharField()
     image_width = serializers.IntegerField()
     image_height = serializers.IntegerField()
+    # Text in the image (lesions.ocr): held = may be another patient's image, no prediction until
+    # staff confirm; ocr_status "failed"/"timeout" = OCR could not run (the text itself is not served).
+    held = serializers.BooleanField(source="is_held")
+    ocr_status = serializers.CharField()
     prediction = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
 

@@ -11,7 +11,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image
 
-from lesions import model_versions, risk, services, tasks
+from lesions import model_versions, ocr, risk, services, tasks
 from lesions.models import Examination, Prediction
 from portal.audit import audit_record
 
@@ -61,9 +61,10 @@ def _load_image(exam: Examination) -> Image.Image:
         raise BadImage("The stored image could not be decoded.") from exc
 
 
-def _score(exam: Examination, classifier) -> dict:
-    """One inference of the stored image, and the image check on that same inference."""
-    image = _load_image(exam)
+def _score(exam: Examination, classifier, image: Image.Image | None = None) -> dict:
+    """One inference of the stored image with its text masked (lesions.ocr), and the image check
+    on that same inference."""
+    image = ocr.image_for_model(exam, image if image is not None else _load_image(exam))
     try:
         batch = classifier.preprocess([image])
     except OSError as exc:  # a truncated file can decode lazily only here
@@ -77,9 +78,11 @@ def examination_classify(*, examination_id: int) -> Prediction:
     """Runs the classifier on a claimed examination and records the prediction (idempotent)."""
     exam = Examination.objects.select_related("lesion__patient__clinic").get(pk=examination_id)
     classifier = risk.classifier()
+    image = _load_image(exam)
+    ocr.examination_read_text(exam=exam, image=image)  # first: a held image raises no alert
     existing = Prediction.objects.filter(examination=exam, model_sha256=classifier.sha256).first()
     if existing is None:
-        existing = prediction_record(exam=exam, classifier=classifier, **_score(exam, classifier))
+        existing = prediction_record(exam=exam, classifier=classifier, **_score(exam, classifier, image))
     Examination.objects.filter(pk=exam.pk).update(status=Examination.Status.DONE, failure_reason="", claimed_at=None)
     return existing
 

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from lesions import risk, services
-from lesions.models import Alert, AlertTrigger, Examination, ModelVersion, Prediction
+from lesions.models import Alert, AlertTrigger, Examination, Hold, ModelVersion, Prediction
 from portal.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,14 @@ def preferred_prediction(predictions: list[Prediction], active: str | None) -> P
     return predictions[0] if predictions else None
 
 
+def threshold_of(prediction: Prediction) -> float | None:
+    """The alert threshold of the version that made a prediction (the model on disk's if none)."""
+    recorded = (
+        ModelVersion.objects.filter(sha256=prediction.model_sha256).values_list("alert_threshold", flat=True).first()
+    )
+    return recorded if recorded is not None else risk.alert_threshold()
+
+
 def raises_alert(*, prediction: Prediction, threshold: float | None) -> bool:
     """Whether a new prediction raises an alert: it must be assessable and at or above its
     model's threshold, and come from the active version, or be the first word on an
@@ -97,6 +105,8 @@ def raises_alert(*, prediction: Prediction, threshold: float | None) -> bool:
     `services.alert_raise`'s business."""
     if prediction.assessable is False or not risk.is_alert(prediction.risk, threshold):
         return False
+    if Examination.objects.filter(pk=prediction.examination_id, hold=Hold.HELD).exists():
+        return False  # may be another patient's image (lesions.ocr): staff confirm first
     if AlertTrigger.objects.filter(
         prediction__examination_id=prediction.examination_id,
         alert__status__in=(Alert.Status.OPEN, Alert.Status.TRIAGED),
@@ -152,8 +162,11 @@ def alert_changes(*, sha256: str) -> AlertChanges:
             prediction__examination_id__in=list(new), alert__status__in=(Alert.Status.OPEN, Alert.Status.TRIAGED)
         ).values_list("prediction__examination_id", flat=True)
     )
+    held = set(done.filter(hold=Hold.HELD).values_list("pk", flat=True))
     alerting: set[int] = set()
     for exam_id, prediction in sorted(new.items()):
+        if exam_id in held:
+            continue
         if prediction.assessable is not False and risk.is_alert(prediction.risk, version.alert_threshold):
             alerting.add(exam_id)
             if exam_id not in live_exams:

@@ -104,6 +104,22 @@ def _thumbnail_name(instance: Examination, filename: str) -> str:
     return f"thumbnails/{uuid.uuid4().hex}.png.enc"
 
 
+class OcrStatus(models.TextChoices):
+    NOT_RUN = "not_run", "Not run"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    TIMEOUT = "timeout", "Timed out"
+
+
+class Hold(models.TextChoices):
+    """An image with another patient's record number in it is held: no prediction shown, no alert
+    raised, until staff confirm it belongs to this patient (CONFIRMED) or reject it (deleted)."""
+
+    NONE = "", "Not held"
+    HELD = "held", "Held: may belong to another patient"
+    CONFIRMED = "confirmed", "Confirmed by staff as this patient's"
+
+
 class Examination(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting for analysis"
@@ -144,12 +160,28 @@ class Examination(models.Model):
         default=False,
         help_text="A generated demo image (seed_demo without the data set), not a photograph: pages label it.",
     )
+    # Text in the image (lesions.ocr, before classification). The text and the record numbers
+    # read are health data (names, identifiers): encrypted. Status, hold and the boxes (pixel
+    # rectangles, the regions masked for the model and for redaction) are plain.
+    ocr_status = models.CharField(max_length=16, choices=OcrStatus.choices, default=OcrStatus.NOT_RUN)
+    ocr_text = EncryptedTextField(blank=True)
+    ocr_record_numbers = EncryptedJSONField(default=list, blank=True)
+    ocr_boxes = models.JSONField(default=list, blank=True, help_text="[[x0, y0, x1, y1], ...] of text found.")
+    hold = models.CharField(max_length=16, choices=Hold.choices, default=Hold.NONE, blank=True, db_index=True)
 
     class Meta:
         ordering = ["captured_at", "id"]
 
     def __str__(self) -> str:
         return f"Examination {self.uuid}"
+
+    @property
+    def is_held(self) -> bool:
+        return self.hold == Hold.HELD
+
+    @property
+    def ocr_could_not_run(self) -> bool:
+        return self.ocr_status in (OcrStatus.FAILED, OcrStatus.TIMEOUT)
 
 
 class Prediction(models.Model):

@@ -29,7 +29,17 @@ from django.utils import timezone
 from lesions import dicom, model_versions
 from lesions import risk as risk_rules
 from lesions.followups import FollowUpOrder, Recall, recall_bounds
-from lesions.models import Alert, AlertTrigger, BodySite, Examination, Lesion, ModelVersion, Prediction, TriageDecision
+from lesions.models import (
+    Alert,
+    AlertTrigger,
+    BodySite,
+    Examination,
+    Hold,
+    Lesion,
+    ModelVersion,
+    Prediction,
+    TriageDecision,
+)
 from lesions.risk import RiskBand
 from patients.models import Patient
 from portal import permissions
@@ -108,7 +118,10 @@ def examination_dicom_for(*, user: User, examination_uuid: object) -> tuple[byte
 
 def latest_prediction(exam: Examination, active: str | None = None) -> Prediction | None:
     """The prediction a page shows: the active model version's (`active`, its sha256, from
-    `active_model_sha()`), else the newest. Predictions are prefetched, newest first."""
+    `active_model_sha()`), else the newest. Predictions are prefetched, newest first. None for
+    a held examination (its image may be another patient's: lesions.ocr)."""
+    if exam.hold == Hold.HELD:
+        return None
     return model_versions.preferred_prediction(list(exam.predictions.all()), active)
 
 
@@ -363,6 +376,7 @@ def lesion_overview_for(*, user: User, patient: Patient) -> list[Any]:
     active = model_versions.active_sha()
     latest = (
         Prediction.objects.filter(examination__lesion=OuterRef("pk"))
+        .exclude(examination__hold=Hold.HELD)
         .annotate(by_active=Case(When(model_sha256=active or "", then=1), default=0, output_field=IntegerField()))
         .order_by("-examination__captured_at", "-by_active", "-created_at", "-id")
     )

@@ -9,6 +9,16 @@ urlpatterns = [
     path("lesions/<uuid:lesion_uuid>/compare/", views.lesion_compare, name="lesion-compare"),
     path("lesions/<uuid:lesion_uuid>/examinations/new/", views.examination_create, name="examination-create"),
     path("examinations/<uuid:examination_uuid>/", views.examination_detail, name="examination-detail"),
+    path(
+        "examinations/<uuid:examination_uuid>/hold/confirm/",
+        views.examination_hold_confirm,
+        name="examination-hold-confirm",
+    ),
+    path(
+        "examinations/<uuid:examination_uuid>/hold/reject/",
+        views.examination_hold_reject,
+        name="examination-hold-reject",
+    ),
     path("examinations/<uuid:examination_uuid>/status/", views.examination_status, name="examination-status"),
     path("examinations/<uuid:examination_uuid>/image/", views.examination_image, name="examination-image"),
     path("examinations/<uuid:examination_uuid>/thumbnail/", views.examination_thumbnail, name="examination-thumbnail"),

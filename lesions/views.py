@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from lesions import dicom, fhir, guidance, reports, trend
+from lesions import dicom, fhir, guidance, ocr, reports, trend
 from lesions.forms import ExaminationUploadForm, LesionAddForm, ReferralLetterForm, TriageDecisionForm
 from lesions.models import Examination, Explanation
 from lesions.risk import RiskBand, alert_threshold, model_info, visit_risk
@@ -317,8 +317,34 @@ def examination_detail(request, examination_uuid):
             "explanations_pending": prediction is not None
             and any(e.status == "pending" for e in explanations.values()),
             "can_triage": permissions.TRIAGE in permissions.patient_perms(request.user, exam.lesion.patient),
+            "can_manage": permissions.MANAGE_LESIONS in permissions.patient_perms(request.user, exam.lesion.patient),
         },
     )
+
+
+@login_required
+@require_POST
+def examination_hold_confirm(request, examination_uuid):
+    """Staff: the held image belongs to this patient (lesions.ocr); results show, alert rule runs."""
+    exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
+    ocr.examination_hold_confirm(actor=request.user, exam=exam)
+    messages.success(request, "Confirmed as this patient's image: the result is shown.")
+    return redirect("lesions:examination-detail", examination_uuid=exam.uuid)
+
+
+@login_required
+@require_POST
+def examination_hold_reject(request, examination_uuid):
+    """Staff: the held image is not this patient's; it is deleted with its results."""
+    exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
+    lesion_uuid = exam.lesion.uuid
+    try:
+        ocr.examination_hold_reject(actor=request.user, exam=exam)
+    except ocr.NotHeld:
+        messages.error(request, "Only a held image can be deleted here.")
+        return redirect("lesions:examination-detail", examination_uuid=exam.uuid)
+    messages.success(request, "The image was deleted. Upload it on the right patient's lesion.")
+    return redirect("lesions:lesion-detail", lesion_uuid=lesion_uuid)
 
 
 @login_required

@@ -84,9 +84,18 @@ SYSTEM_LIBRARIES = {
     "pango-1.0": "libpango-1.0-0",
     "pangoft2-1.0": "libpangoft2-1.0-0",
     "harfbuzz-subset": "libharfbuzz-subset0",
+    # OpenCV (opencv-python, which rapidocr-onnxruntime, the OCR of uploads in lesions/ocr.py,
+    # depends on) links libGL and GLib.
+    "GL": "libgl1",
+    "glib-2.0": "libglib2.0-0",
 }
 REPORT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 REPORT_FONT_PACKAGE = "fonts-dejavu-core"
+# The OCR test set (inference/ocr_testset.py) renders text in these fonts besides DejaVu.
+OCR_FONTS = {
+    Path("/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf"): "fonts-liberation",
+    Path("/usr/share/fonts/truetype/freefont/FreeSans.ttf"): "fonts-freefont-ttf",
+}
 APT_GET = Path("/usr/bin/apt-get")
 
 
@@ -96,25 +105,27 @@ def _missing_system_packages() -> list[str]:
     missing = [package for library, package in SYSTEM_LIBRARIES.items() if ctypes.util.find_library(library) is None]
     if not REPORT_FONT.exists():
         missing.append(REPORT_FONT_PACKAGE)
+    missing += [package for path, package in OCR_FONTS.items() if not path.exists()]
     return missing
 
 
 def ensure_system_libraries() -> None:
-    """Installs the system libraries and font of the PDF reports with apt-get when they are
-    missing and this runs as root on Debian; otherwise says which packages to install."""
+    """Installs the system libraries and fonts of the PDF reports and the OCR (OpenCV's libGL,
+    the test set's fonts) with apt-get when they are missing and this runs as root on Debian;
+    otherwise says which packages to install."""
     missing = _missing_system_packages()
     if not missing:
         return
     apt = APT_GET
     if hasattr(os, "geteuid") and os.geteuid() == 0 and apt.exists():
-        _say(f"installing system packages for the PDF reports: {' '.join(missing)}")
+        _say(f"installing system packages for the PDF reports and the OCR: {' '.join(missing)}")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         if _run(apt, "update", "-qq", env=env, check=False) == 0:
             _run(apt, "install", "-y", "-qq", "--no-install-recommends", *missing, env=env, check=False)
         missing = _missing_system_packages()
     if missing:
         print(
-            "warning: the PDF reports need these system packages, which are missing: "
+            "warning: the PDF reports and the OCR need these system packages, which are missing: "
             f"{' '.join(missing)}\n  install them with: sudo apt-get install {' '.join(missing)}"
             " (other systems: Pango >= 1.44 and the DejaVu fonts; see WeasyPrint's installation notes)",
             file=sys.stderr,

@@ -223,6 +223,10 @@ DERMATRACK_BASE_URL = env_str("DERMATRACK_BASE_URL") or "http://127.0.0.1:8000"
 # A RUNNING claim, or a PENDING examination or explanation, older than this is presumed lost
 # with its worker (or its message) and goes back to the queue (the sweep, every 60 s).
 DERMATRACK_STALE_CLAIM_SECONDS = env_int("DERMATRACK_STALE_CLAIM_SECONDS", 300)
+# Text in uploaded images (lesions/ocr.py, RapidOCR; issue 13): read before classification. An
+# OCR run past this limit is abandoned (ocr_status "timeout") and the image is classified unmasked.
+DERMATRACK_OCR_ENABLED = env_bool("DERMATRACK_OCR_ENABLED", True)
+DERMATRACK_OCR_TIMEOUT_SECONDS = env_int("DERMATRACK_OCR_TIMEOUT_SECONDS", 20)
 # The classifier's folder (ONNX file, CAM weights, metadata JSON): the one place that says which
 # model the portal runs; lesions.risk hands it to the inference library.
 DERMATRACK_MODEL_DIR = Path(env_str("DERMATRACK_MODEL_DIR") or BASE_DIR / "inference" / "models")

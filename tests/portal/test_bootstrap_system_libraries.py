@@ -51,3 +51,13 @@ def test_root_installs_only_what_is_missing(monkeypatch, tmp_path):
     assert install[:2] == [str(tmp_path / "apt-get"), "install"]
     assert {"libpango-1.0-0", "libpangoft2-1.0-0"} <= set(install)
     assert "fonts-dejavu-core" not in install  # the font is there
+
+
+def test_missing_ocr_libraries_and_fonts_are_named(monkeypatch, tmp_path):
+    """OpenCV's libGL (rapidocr-onnxruntime) and the OCR test set's fonts are in the same step."""
+    real = ctypes.util.find_library
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None if name == "GL" else real(name))
+    monkeypatch.setattr(bootstrap, "OCR_FONTS", {tmp_path / "absent.ttf": "fonts-liberation"})
+    missing = bootstrap._missing_system_packages()
+    assert "libgl1" in missing
+    assert "fonts-liberation" in missing

@@ -1,0 +1,149 @@
+"""Text in an examination's image: read it before classification, hold an image that names another
+patient, and let staff confirm or reject a held image. Called by the classify task
+(`classification.examination_classify`) and by views.
+
+- Read once per examination (idempotent: `ocr_status` other than NOT_RUN is never read again).
+- A record number read that is not this patient's MRN (after `inference.ocr` normalisation) holds
+  the examination: the prediction is still computed and stored, but no page shows it and no alert
+  is raised until staff confirm (`examination_hold_confirm`: the alert rule then runs) or reject
+  the image (`examination_hold_reject`: the image and its results are deleted).
+- OCR failure or timeout never blocks classification: the examination records FAILED / TIMEOUT and
+  the page says "OCR could not run"; the image goes to the model unmasked.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Protocol
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from PIL import Image
+
+from inference import ocr as text_reader
+from lesions import model_versions, services
+from lesions.models import Examination, Hold, OcrStatus, Visit
+from portal import permissions
+from portal.audit import audit_record
+from portal.models import User
+
+logger = logging.getLogger(__name__)
+
+
+class NotHeld(Exception):
+    """Only a held examination can be rejected."""
+
+
+class Engine(Protocol):
+    def read(self, image: Image.Image) -> text_reader.OcrResult: ...
+
+
+# One reader thread per worker process: a run past the limit is abandoned (it finishes in the
+# background and its result is dropped); the next examination waits for the thread.
+_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
+
+
+def engine() -> Engine:
+    """The engine the portal runs (a seam for tests)."""
+    return text_reader.default_engine()
+
+
+def examination_read_text(*, exam: Examination, image: Image.Image) -> None:
+    """Reads the text of a claimed examination's image and records it (status, encrypted text and
+    record numbers, boxes, hold). A failure is recorded as FAILED or TIMEOUT, never raised (only
+    the task's own soft time limit goes through)."""
+    if exam.ocr_status != OcrStatus.NOT_RUN or not settings.DERMATRACK_OCR_ENABLED:
+        return
+    try:
+        future = _pool.submit(engine().read, image)
+        result = future.result(timeout=settings.DERMATRACK_OCR_TIMEOUT_SECONDS)
+    except SoftTimeLimitExceeded:
+        raise  # the task's own limit: its handler marks the examination
+    except FutureTimeout:
+        logger.warning("OCR of examination %s timed out", exam.uuid)
+        _record_status(exam, OcrStatus.TIMEOUT)
+        return
+    except Exception:
+        logger.exception("OCR of examination %s failed", exam.uuid)
+        _record_status(exam, OcrStatus.FAILED)
+        return
+    numbers = result.record_numbers
+    others = other_patients_numbers(numbers, exam.lesion.patient.medical_record_number)
+    fields = {
+        "ocr_status": OcrStatus.DONE,
+        "ocr_text": result.text,
+        "ocr_record_numbers": numbers,
+        "ocr_boxes": [list(b.box) for b in result.boxes],
+        "hold": Hold.HELD if others and exam.hold == Hold.NONE else exam.hold,
+    }
+    for name, value in fields.items():
+        setattr(exam, name, value)
+    exam.save(update_fields=list(fields))
+    if exam.hold == Hold.HELD:
+        # No numbers in the audit entry or the log: only that it was held.
+        audit_record(actor=None, action="examination.hold", target=exam, patient=exam.lesion.patient)
+        logger.info("examination %s held: another record number in the image", exam.uuid)
+
+
+def _record_status(exam: Examination, status: str) -> None:
+    exam.ocr_status = status
+    Examination.objects.filter(pk=exam.pk).update(ocr_status=status)
+
+
+def other_patients_numbers(numbers: list[str], own_mrn: str) -> list[str]:
+    """The record numbers read that are not the patient's own (normalised compare)."""
+    return [n for n in numbers if not text_reader.same_record_number(n, own_mrn or "")]
+
+
+def image_for_model(exam: Examination, image: Image.Image) -> Image.Image:
+    """What the classifier sees: text regions filled with the image's median colour."""
+    boxes = [tuple(int(v) for v in box) for box in exam.ocr_boxes or []]
+    return text_reader.mask_text(image, [(b[0], b[1], b[2], b[3]) for b in boxes if len(b) == 4])
+
+
+@transaction.atomic
+def examination_hold_confirm(*, actor: User, exam: Examination) -> Examination:
+    """Staff confirm a held image belongs to this patient: results show, the alert rule runs."""
+    permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, exam.lesion.patient)
+    exam = Examination.objects.select_for_update().select_related("lesion__patient").get(pk=exam.pk)
+    if exam.hold != Hold.HELD:
+        return exam
+    exam.hold = Hold.CONFIRMED
+    exam.save(update_fields=["hold"])
+    audit_record(actor=actor, action="examination.hold_confirm", target=exam, patient=exam.lesion.patient)
+    prediction = model_versions.preferred_prediction(list(exam.predictions.all()), model_versions.active_sha())
+    if prediction is not None:
+        threshold = model_versions.threshold_of(prediction)
+        if model_versions.raises_alert(prediction=prediction, threshold=threshold):
+            services.alert_raise(prediction=prediction, risk=prediction.risk)
+    return exam
+
+
+@transaction.atomic
+def examination_hold_reject(*, actor: User, exam: Examination) -> Visit:
+    """Staff say a held image is not this patient's: it is deleted with its results (it raised
+    no alert while held), and its visit too when it was the visit's only image. Returns the visit
+    (unsaved when deleted) so the caller can go back to the lesion. Moving the image to another
+    patient is not offered: upload it there."""
+    permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, exam.lesion.patient)
+    exam = Examination.objects.select_for_update().select_related("lesion__patient", "visit").get(pk=exam.pk)
+    if exam.hold != Hold.HELD:
+        raise NotHeld("Only a held image can be rejected.")
+    patient, visit = exam.lesion.patient, exam.visit
+    audit_record(actor=actor, action="examination.hold_reject", target=exam, patient=patient)
+    files = [exam.image, exam.thumbnail]
+    for explanation in exam.explanations.all():
+        files.append(explanation.image)
+        explanation.delete()
+    exam.predictions.all().delete()
+    exam.delete()
+    if not visit.examinations.exists():
+        visit.delete()
+    for f in files:
+        if f:
+            transaction.on_commit(functools.partial(f.storage.delete, f.name))
+    return visit
