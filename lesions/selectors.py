@@ -111,7 +111,8 @@ def examination_dicom_for(*, user: User, examination_uuid: object) -> tuple[byte
         raise Http404("No such examination.")
     visit = [image.pk for image in visit_examinations_for(exam=exam)]
     number = visit.index(exam.pk) + 1 if exam.pk in visit else 1
-    data = dicom.examination_dicom_bytes(exam=exam, instance_number=number)
+    # Text the OCR found in the picture is burnt-in annotation (identifiers, dates, device overlays).
+    data = dicom.examination_dicom_bytes(exam=exam, instance_number=number, burned_in_annotation=bool(exam.ocr_boxes))
     audit_record(actor=user, action="dicom.export", target=exam, patient=exam.lesion.patient)
     return data, exam
 

@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -354,3 +355,18 @@ def test_dicom_over_the_pixel_limit_is_refused_before_decoding(staff_client, les
 def test_upload_form_accepts_dicom_files(staff_client, lesion):
     page = staff_client.get(f"/lesions/{lesion.uuid}/").content.decode()
     assert "application/dicom,.dcm" in page
+
+
+def test_text_found_by_the_ocr_sets_burned_in_annotation(clinician_client, lesion):
+    """An image the OCR found text in (a label, an overlay) is exported with BurnedInAnnotation YES."""
+    import pydicom
+
+    from lesions.models import Examination
+
+    exam = ExaminationFactory(lesion=lesion, status=Examination.Status.DONE)
+    url = reverse("lesions:examination-dicom", kwargs={"examination_uuid": exam.uuid})
+    plain = pydicom.dcmread(io.BytesIO(clinician_client.get(url).content))
+    assert plain.BurnedInAnnotation == "NO"
+    Examination.objects.filter(pk=exam.pk).update(ocr_boxes=[[10, 10, 60, 30]])
+    labelled = pydicom.dcmread(io.BytesIO(clinician_client.get(url).content))
+    assert labelled.BurnedInAnnotation == "YES"
