@@ -196,6 +196,7 @@ class FhirJsonRenderer(JSONRenderer):
 
 class FhirQuerySerializer(serializers.Serializer):
     images = serializers.BooleanField(required=False, default=True)
+    redact = serializers.BooleanField(required=False, default=False)
 
 
 _FHIR_PARAMETERS = [
@@ -204,15 +205,21 @@ _FHIR_PARAMETERS = [
         OpenApiTypes.BOOL,
         OpenApiParameter.QUERY,
         description="Include the image bytes (base64) in Media.content.data; default true.",
-    )
+    ),
+    OpenApiParameter(
+        "redact",
+        OpenApiTypes.BOOL,
+        OpenApiParameter.QUERY,
+        description="Paint over the text the OCR found in each image (labels, burnt-in names); default false.",
+    ),
 ]
 _FHIR_RESPONSES = {(200, fhir.FHIR_JSON): OpenApiTypes.OBJECT}
 
 
-def _include_images(request) -> bool:
+def _fhir_options(request) -> dict[str, bool]:
     query = FhirQuerySerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
-    return bool(query.validated_data["images"])
+    return {"include_images": bool(query.validated_data["images"]), "redact": bool(query.validated_data["redact"])}
 
 
 class ExaminationFhirApi(APIView):
@@ -223,9 +230,8 @@ class ExaminationFhirApi(APIView):
 
     @extend_schema(operation_id="examinations_fhir", parameters=_FHIR_PARAMETERS, responses=_FHIR_RESPONSES)
     def get(self, request, examination_uuid):
-        include_images = _include_images(request)
         bundle = fhir.examination_bundle_for(
-            user=request.user, examination_uuid=examination_uuid, include_images=include_images
+            user=request.user, examination_uuid=examination_uuid, **_fhir_options(request)
         )
         return fhir.http_response(bundle, fhir.filename("examination", examination_uuid))
 
@@ -237,6 +243,5 @@ class PatientFhirApi(APIView):
 
     @extend_schema(operation_id="patients_fhir", parameters=_FHIR_PARAMETERS, responses=_FHIR_RESPONSES)
     def get(self, request, patient_uuid):
-        include_images = _include_images(request)
-        bundle = fhir.patient_bundle_for(user=request.user, patient_uuid=patient_uuid, include_images=include_images)
+        bundle = fhir.patient_bundle_for(user=request.user, patient_uuid=patient_uuid, **_fhir_options(request))
         return fhir.http_response(bundle, fhir.filename("patient", patient_uuid))

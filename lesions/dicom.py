@@ -33,6 +33,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
+from inference.ocr import mask_text
 from lesions.models import BodySite, Examination
 from patients.models import Patient
 
@@ -123,21 +124,31 @@ def _tz_offset(moment: dt.datetime) -> str:
     return f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
 
 
-def _stored_pixels(exam: Examination) -> np.ndarray:
+def _stored_pixels(exam: Examination, *, redact: bool = False) -> np.ndarray:
     with exam.image.open("rb") as fh:
-        image = Image.open(io.BytesIO(fh.read()))
+        image: Image.Image = Image.open(io.BytesIO(fh.read()))
         image.load()
+    if redact:
+        image = redact_text(image, exam.ocr_boxes)
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 
-def examination_dataset(*, exam: Examination, burned_in_annotation: bool = False, instance_number: int = 1) -> Dataset:
+def redact_text(image: Image.Image, boxes: list) -> Image.Image:
+    """The image with the text the OCR found (labels, burnt-in names and dates) painted over,
+    for exports that must not carry it (research, another system)."""
+    return mask_text(image, [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes or [] if len(b) == 4])
+
+
+def examination_dataset(
+    *, exam: Examination, burned_in_annotation: bool = False, instance_number: int = 1, redact: bool = False
+) -> Dataset:
     """The DICOM object of one examination image. `burned_in_annotation`: the image shows text
     (a label, a burnt-in name or date); the OCR step says so, else NO."""
     lesion = exam.lesion
     patient = lesion.patient
     visit = exam.visit
     captured = timezone.localtime(exam.captured_at)
-    pixels = _stored_pixels(exam)
+    pixels = _stored_pixels(exam, redact=redact)
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -228,10 +239,16 @@ def examination_dataset(*, exam: Examination, burned_in_annotation: bool = False
 
 
 def examination_dicom_bytes(
-    *, exam: Examination, instance_number: int = 1, burned_in_annotation: bool = False
+    *, exam: Examination, instance_number: int = 1, burned_in_annotation: bool = False, redact: bool = False
 ) -> bytes:
-    """The DICOM file (PS3.10, with its file meta information) of one examination image."""
-    ds = examination_dataset(exam=exam, burned_in_annotation=burned_in_annotation, instance_number=instance_number)
+    """The DICOM file (PS3.10, with its file meta information) of one examination image;
+    `redact` paints over the text the OCR found (then no burnt-in annotation is left)."""
+    ds = examination_dataset(
+        exam=exam,
+        burned_in_annotation=burned_in_annotation and not redact,
+        instance_number=instance_number,
+        redact=redact,
+    )
     out = io.BytesIO()
     pydicom.dcmwrite(out, ds, enforce_file_format=True)
     return out.getvalue()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -44,8 +45,10 @@ from fhir.resources.R4B.patient import Patient as FhirPatient
 from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.resource import Resource
+from PIL import Image
 
 from lesions.classes import class_name
+from lesions.dicom import redact_text
 from lesions.models import AlertTrigger, BodySite, Examination, Lesion, ModelVersion, Prediction, TriageDecision
 from lesions.selectors import (
     active_model_sha,
@@ -157,11 +160,20 @@ def _read_image(exam: Examination) -> bytes | None:
         return None
 
 
+def _redacted_png(data: bytes, boxes: list) -> bytes:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    out = io.BytesIO()
+    redact_text(image, boxes).save(out, format="PNG")
+    return out.getvalue()
+
+
 class _Builder:
     """Collects resources by fullUrl (a patient's clinic, devices and practitioners once each)."""
 
-    def __init__(self, *, include_images: bool) -> None:
+    def __init__(self, *, include_images: bool, redact: bool = False) -> None:
         self.include_images = include_images
+        self.redact = redact  # paint over the text the OCR found in each image
         self.entries: dict[str, Resource] = {}
         self.active = active_model_sha()
 
@@ -245,6 +257,8 @@ class _Builder:
         content: dict[str, Any] = {"contentType": "image/png", "title": f"examination-{exam.uuid.hex[:8]}.png"}
         if self.include_images:
             data = _read_image(exam)
+            if data is not None and self.redact and exam.ocr_boxes:
+                data = _redacted_png(data, exam.ocr_boxes)
             if data is not None:
                 content["data"] = base64.b64encode(data).decode("ascii")
                 content["size"] = len(data)
@@ -509,24 +523,28 @@ def _clinicians_only(user: User, patient: Patient) -> None:
         raise Http404("No such record.")
 
 
-def examination_bundle_for(*, user: User, examination_uuid: object, include_images: bool = True) -> Bundle:
+def examination_bundle_for(
+    *, user: User, examination_uuid: object, include_images: bool = True, redact: bool = False
+) -> Bundle:
     """One examination as a FHIR Bundle, for a clinician who may see it (404 otherwise). Audited."""
     exam = examination_get_for(user=user, examination_uuid=examination_uuid, audit=False)
     patient = exam.lesion.patient
     _clinicians_only(user, patient)
-    builder = _Builder(include_images=include_images)
+    builder = _Builder(include_images=include_images, redact=redact)
     decision = _decisions_by_examination([exam], builder.active).get(exam.pk)
     builder.examination(exam, decision)
     audit_record(actor=user, action="fhir.export", target=exam, patient=patient)
     return builder.bundle()
 
 
-def patient_bundle_for(*, user: User, patient_uuid: object, include_images: bool = True) -> Bundle:
+def patient_bundle_for(
+    *, user: User, patient_uuid: object, include_images: bool = True, redact: bool = False
+) -> Bundle:
     """All of one patient's lesions and examinations as a FHIR Bundle, for a clinician who may
     see the record (404 otherwise). Audited once, with the examinations exported."""
     patient = patient_get_for(user=user, patient_uuid=patient_uuid, audit=False)
     _clinicians_only(user, patient)
-    builder = _Builder(include_images=include_images)
+    builder = _Builder(include_images=include_images, redact=redact)
     builder.patient(patient)
     exams = list(
         examination_list_for(user=user)

@@ -102,7 +102,7 @@ def visit_examinations_for(*, exam: Examination) -> list[Examination]:
     )
 
 
-def examination_dicom_for(*, user: User, examination_uuid: object) -> tuple[bytes, Examination]:
+def examination_dicom_for(*, user: User, examination_uuid: object, redact: bool = False) -> tuple[bytes, Examination]:
     """The examination image as a DICOM file (lesions.dicom), for a clinician who may see it:
     404 for a hidden record and for the patient's own account, as for the clinical reports.
     Audited as `dicom.export`."""
@@ -112,7 +112,9 @@ def examination_dicom_for(*, user: User, examination_uuid: object) -> tuple[byte
     visit = [image.pk for image in visit_examinations_for(exam=exam)]
     number = visit.index(exam.pk) + 1 if exam.pk in visit else 1
     # Text the OCR found in the picture is burnt-in annotation (identifiers, dates, device overlays).
-    data = dicom.examination_dicom_bytes(exam=exam, instance_number=number, burned_in_annotation=bool(exam.ocr_boxes))
+    data = dicom.examination_dicom_bytes(
+        exam=exam, instance_number=number, burned_in_annotation=bool(exam.ocr_boxes), redact=redact
+    )
     audit_record(actor=user, action="dicom.export", target=exam, patient=exam.lesion.patient)
     return data, exam
 

@@ -495,7 +495,9 @@ def patient_summary(request, lesion_uuid):
 @require_GET
 def examination_fhir(request, examination_uuid):
     """The examination as a FHIR R4B Bundle (JSON), to download (lesions.fhir)."""
-    bundle = fhir.examination_bundle_for(user=request.user, examination_uuid=examination_uuid)
+    bundle = fhir.examination_bundle_for(
+        user=request.user, examination_uuid=examination_uuid, redact=request.GET.get("redact") == "1"
+    )
     return fhir.http_response(bundle, fhir.filename("examination", examination_uuid), attachment=True)
 
 
@@ -507,7 +509,9 @@ def examination_fhir(request, examination_uuid):
 def examination_dicom(request, examination_uuid):
     """The examination image as a DICOM Dermoscopic Photography file (lesions.dicom): for
     clinicians, never cached, named by a short random id only."""
-    data, exam = examination_dicom_for(user=request.user, examination_uuid=examination_uuid)
+    data, exam = examination_dicom_for(
+        user=request.user, examination_uuid=examination_uuid, redact=request.GET.get("redact") == "1"
+    )
     response = HttpResponse(data, content_type=dicom.CONTENT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{dicom.filename(exam)}"'
     response["Cache-Control"] = "private, no-store"

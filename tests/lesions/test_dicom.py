@@ -370,3 +370,27 @@ def test_text_found_by_the_ocr_sets_burned_in_annotation(clinician_client, lesio
     Examination.objects.filter(pk=exam.pk).update(ocr_boxes=[[10, 10, 60, 30]])
     labelled = pydicom.dcmread(io.BytesIO(clinician_client.get(url).content))
     assert labelled.BurnedInAnnotation == "YES"
+
+
+def test_a_redacted_export_paints_over_the_text_and_has_no_burned_in_annotation(clinician_client, lesion):
+    """The text the OCR found (a label box) is painted over in the exported pixels on request."""
+    import numpy as np
+    import pydicom
+
+    from lesions.models import Examination
+
+    exam = ExaminationFactory(
+        lesion=lesion,
+        status=Examination.Status.DONE,
+        image=ContentFile(png_bytes(size=(160, 120), seed=5), name="x.png"),
+    )
+    Examination.objects.filter(pk=exam.pk).update(ocr_boxes=[[10, 10, 60, 30]])
+    url = reverse("lesions:examination-dicom", kwargs={"examination_uuid": exam.uuid})
+    original = pydicom.dcmread(io.BytesIO(clinician_client.get(url).content)).pixel_array
+    redacted_ds = pydicom.dcmread(io.BytesIO(clinician_client.get(url, {"redact": "1"}).content))
+    redacted = redacted_ds.pixel_array
+    assert redacted_ds.BurnedInAnnotation == "NO"
+    box = redacted[10:31, 10:61].reshape(-1, 3)
+    assert (box == box[0]).all()  # one flat colour where the label was
+    assert not (original[10:31, 10:61].reshape(-1, 3) == box[0]).all()
+    assert np.array_equal(original[80:, 100:], redacted[80:, 100:])  # the rest untouched

@@ -345,3 +345,26 @@ def test_patient_export_queries_do_not_grow_with_examinations(clinician_client, 
     for _ in range(4):
         PredictionFactory(examination__lesion=LesionFactory(patient=patient), model_sha256=SHA)
     assert count() == few
+
+
+def test_redact_paints_over_the_text_the_ocr_found_in_the_media(clinician_client, exam):
+    """`redact=true` exports the image with the OCR's text boxes painted over; the default keeps it."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from lesions.models import Examination
+
+    Examination.objects.filter(pk=exam.pk).update(ocr_boxes=[[10, 10, 60, 30]])
+
+    def media_pixels(**params):
+        _, by_url = _parse(_get(clinician_client, exam, **params))
+        media = next(r for r in by_url.values() if r.get_resource_type() == "Media")
+        return np.asarray(Image.open(io.BytesIO(media.content.data)).convert("RGB"))  # decoded by fhir.resources
+
+    original, redacted = media_pixels(), media_pixels(redact="true")
+    box = redacted[10:31, 10:61].reshape(-1, 3)
+    assert (box == box[0]).all()
+    assert not (original[10:31, 10:61].reshape(-1, 3) == box[0]).all()
+    assert original.shape == redacted.shape
