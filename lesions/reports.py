@@ -31,6 +31,7 @@ from lesions.selectors import (
     examination_get_for,
     examination_list_for,
     latest_prediction,
+    lesion_alerts_by_prediction,
     lesion_list_for,
     visit_examinations_for,
 )
@@ -286,10 +287,12 @@ def patient_summary_for(*, user: User, lesion_uuid: object) -> tuple[bytes, Lesi
     active = active_model_sha()
     exams = list(examination_list_for(user=user, lesion=lesion).order_by("captured_at", "id"))
     threshold = alert_threshold()  # as the patient's lesion page
+    alerts = lesion_alerts_by_prediction(lesion=lesion)  # one query, not three per examination
     rows: list[dict[str, Any]] = []
     for exam in exams:
         prediction = latest_prediction(exam, active)
-        _, decision = _decision(prediction)
+        alert = alerts.get(prediction.pk) if prediction is not None else None
+        decision = getattr(alert, "decision", None) if alert is not None else None
         rows.append(
             {
                 "exam": exam,
