@@ -1,4 +1,5 @@
 import datetime as dt
+import uuid
 
 from django import forms
 from django.utils import timezone
@@ -188,3 +189,34 @@ class ReferralLetterForm(forms.Form):
             raise forms.ValidationError("Choose a referral centre or type in a recipient, not both.")
         cleaned["recipient"] = recipient
         return cleaned
+
+
+class HoldMoveFindForm(forms.Form):
+    """Step 1 of moving a held image: whose is it? By POST: a record number is PHI, never in a URL."""
+
+    record_number = forms.CharField(
+        max_length=40,
+        label="The other patient's record number",
+        help_text=(
+            "Exactly as on their record (spaces and case do not matter). "
+            "Only patients whose lesions you manage are found."
+        ),
+    )
+
+
+class HoldMoveForm(forms.Form):
+    """Step 2: the patient found in step 1 and where on their record the image goes."""
+
+    NEW_LESION = "new"
+
+    patient = forms.UUIDField(widget=forms.HiddenInput)
+    destination = forms.CharField(max_length=40, help_text="One of the patient's lesions, or a new lesion.")
+
+    def clean_destination(self):
+        value = self.cleaned_data["destination"]
+        if value == self.NEW_LESION:
+            return value
+        try:
+            return str(uuid.UUID(value))
+        except ValueError as exc:
+            raise forms.ValidationError("Choose one of the patient's lesions or a new lesion.") from exc

@@ -5,8 +5,9 @@ patient, and let staff confirm or reject a held image. Called by the classify ta
 - Read once per examination (idempotent: `ocr_status` other than NOT_RUN is never read again).
 - A record number read that is not this patient's MRN (after `inference.ocr` normalisation) holds
   the examination: the prediction is still computed and stored, but no page shows it and no alert
-  is raised until staff confirm (`examination_hold_confirm`: the alert rule then runs) or reject
-  the image (`examination_hold_reject`: the image and its results are deleted).
+  is raised until staff confirm (`examination_hold_confirm`: the alert rule then runs), move the
+  image to the patient it belongs to (`examination_hold_move`: the alert rule runs there) or
+  reject it (`examination_hold_reject`: the image and its results are deleted).
 - OCR failure or timeout never blocks classification: the examination records FAILED / TIMEOUT and
   the page says "OCR could not run"; the image goes to the model unmasked.
 """
@@ -26,7 +27,8 @@ from PIL import Image
 
 from inference import ocr as text_reader
 from lesions import model_versions, services
-from lesions.models import Examination, Hold, OcrStatus, Visit
+from lesions.models import Examination, Hold, Lesion, OcrStatus, Visit
+from patients.models import Patient
 from portal import permissions
 from portal.audit import audit_record
 from portal.models import User
@@ -115,11 +117,60 @@ def examination_hold_confirm(*, actor: User, exam: Examination) -> Examination:
     exam.hold = Hold.CONFIRMED
     exam.save(update_fields=["hold"])
     audit_record(actor=actor, action="examination.hold_confirm", target=exam, patient=exam.lesion.patient)
+    _alert_rule(exam)
+    return exam
+
+
+def _alert_rule(exam: Examination) -> None:
+    """What classification would have done had the image not been held: the preferred
+    prediction over its threshold raises (or joins) the lesion's alert."""
     prediction = model_versions.preferred_prediction(list(exam.predictions.all()), model_versions.active_sha())
     if prediction is not None:
         threshold = model_versions.threshold_of(prediction)
         if model_versions.raises_alert(prediction=prediction, threshold=threshold):
             services.alert_raise(prediction=prediction, risk=prediction.risk)
+
+
+class CannotMove(Exception):
+    """The move asked for is not possible (not held, or to the lesion it is already on)."""
+
+
+@transaction.atomic
+def examination_hold_move(
+    *, actor: User, exam: Examination, to_patient: Patient, to_lesion: Lesion | None = None
+) -> Examination:
+    """Staff say a held image is another patient's and move it there: onto `to_lesion` (one of
+    `to_patient`'s lesions) or, without one, onto a new lesion of `to_patient` at the same body
+    site. The image keeps its results (computed on the same pixels) and its capture time, in a
+    visit of its own on the new lesion; its old visit goes when it was the only image. Staff
+    chose the patient, so the hold ends as CONFIRMED and the alert rule runs on the new lesion
+    (a held image raised no alert where it was). Needs MANAGE_LESIONS on both patients; audited
+    on both records. Raises ValidationError when the capture date is before the new patient's
+    date of birth."""
+    source = exam.lesion.patient
+    permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, source)
+    permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, to_patient)
+    exam = Examination.objects.select_for_update().select_related("lesion__patient", "visit").get(pk=exam.pk)
+    if exam.hold != Hold.HELD:
+        raise CannotMove("Only a held image can be moved to another patient.")
+    if to_lesion is not None and to_lesion.patient_id != to_patient.pk:
+        raise CannotMove("That lesion is not the chosen patient's.")
+    if to_lesion is not None and to_lesion.pk == exam.lesion_id:
+        raise CannotMove("The image is already on this lesion.")
+    old_visit = exam.visit
+    if to_lesion is None:
+        to_lesion = services.lesion_add(actor=actor, patient=to_patient, body_site=exam.lesion.body_site)
+    visit = services.visit_record(
+        actor=actor, lesion=to_lesion, captured_at=old_visit.captured_at, recorded_by=old_visit.recorded_by
+    )
+    exam.lesion, exam.visit, exam.hold = to_lesion, visit, Hold.CONFIRMED
+    exam.save(update_fields=["lesion", "visit", "hold"])
+    if not old_visit.examinations.exists():
+        old_visit.delete()
+    # One entry on each record: both patients' trails say where the image went (by UUID only).
+    audit_record(actor=actor, action="examination.hold_move_out", target=exam, patient=source)
+    audit_record(actor=actor, action="examination.hold_move_in", target=exam, patient=to_patient)
+    _alert_rule(exam)
     return exam
 
 
@@ -127,8 +178,8 @@ def examination_hold_confirm(*, actor: User, exam: Examination) -> Examination:
 def examination_hold_reject(*, actor: User, exam: Examination) -> Visit:
     """Staff say a held image is not this patient's: it is deleted with its results (it raised
     no alert while held), and its visit too when it was the visit's only image. Returns the visit
-    (unsaved when deleted) so the caller can go back to the lesion. Moving the image to another
-    patient is not offered: upload it there."""
+    (unsaved when deleted) so the caller can go back to the lesion. To keep the image on another
+    patient's record instead: `examination_hold_move`."""
     permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, exam.lesion.patient)
     exam = Examination.objects.select_for_update().select_related("lesion__patient", "visit").get(pk=exam.pk)
     if exam.hold != Hold.HELD:

@@ -52,14 +52,17 @@ def _check_capture_time(*, lesion: Lesion, captured_at: dt.datetime) -> None:
         raise ValidationError({"captured_at": "The capture date is before the patient's date of birth."})
 
 
-def visit_record(*, actor: User, lesion: Lesion, captured_at: dt.datetime | None = None) -> Visit:
+def visit_record(
+    *, actor: User, lesion: Lesion, captured_at: dt.datetime | None = None, recorded_by: User | None = None
+) -> Visit:
     """A visit of a lesion at `captured_at` (default now; in the past for a visit entered
     afterwards, never in the future or before the patient was born). Its images are added
-    with `examination_upload(visit=...)`."""
+    with `examination_upload(visit=...)`. `recorded_by` (default the actor) keeps who took the
+    images when a visit is re-created on another lesion (`lesions.ocr.examination_hold_move`)."""
     permissions.require_patient_perm(actor, permissions.MANAGE_LESIONS, lesion.patient)
     captured_at = captured_at or timezone.now()
     _check_capture_time(lesion=lesion, captured_at=captured_at)
-    visit = Visit.objects.create(lesion=lesion, captured_at=captured_at, recorded_by=actor)
+    visit = Visit.objects.create(lesion=lesion, captured_at=captured_at, recorded_by=recorded_by or actor)
     audit_record(actor=actor, action="visit.create", target=visit, patient=lesion.patient)
     return visit
 

@@ -19,6 +19,11 @@ urlpatterns = [
         views.examination_hold_reject,
         name="examination-hold-reject",
     ),
+    path(
+        "examinations/<uuid:examination_uuid>/hold/move/",
+        views.examination_hold_move,
+        name="examination-hold-move",
+    ),
     path("examinations/<uuid:examination_uuid>/status/", views.examination_status, name="examination-status"),
     path("examinations/<uuid:examination_uuid>/image/", views.examination_image, name="examination-image"),
     path("examinations/<uuid:examination_uuid>/thumbnail/", views.examination_thumbnail, name="examination-thumbnail"),

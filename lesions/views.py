@@ -9,7 +9,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from lesions import dicom, fhir, guidance, ocr, reports, trend
-from lesions.forms import ExaminationUploadForm, LesionAddForm, ReferralLetterForm, TriageDecisionForm
+from lesions.forms import (
+    ExaminationUploadForm,
+    HoldMoveFindForm,
+    HoldMoveForm,
+    LesionAddForm,
+    ReferralLetterForm,
+    TriageDecisionForm,
+)
 from lesions.models import Examination, Explanation
 from lesions.risk import RiskBand, alert_threshold, model_info, visit_risk
 from lesions.selectors import (
@@ -26,10 +33,11 @@ from lesions.selectors import (
     lesion_alerts_by_prediction,
     lesion_examinations_for,
     lesion_get_for,
+    lesion_list_for,
     visit_examinations_for,
 )
 from lesions.services import examination_thumbnail_render, lesion_add, triage_decide, visit_upload
-from patients.selectors import patient_get_for, referral_centre_list_for
+from patients.selectors import patient_get_for, patients_by_record_number_for, referral_centre_list_for
 from portal import permissions
 from portal.forms import apply_validation_error
 
@@ -345,6 +353,81 @@ def examination_hold_reject(request, examination_uuid):
         return redirect("lesions:examination-detail", examination_uuid=exam.uuid)
     messages.success(request, "The image was deleted. Upload it on the right patient's lesion.")
     return redirect("lesions:lesion-detail", lesion_uuid=lesion_uuid)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def examination_hold_move(request, examination_uuid):
+    """Staff: the held image is another patient's. Step 1 finds that patient by record number
+    (POST: a record number never goes in a URL), step 2 moves the image onto one of their lesions
+    or a new one at the same body site (lesions.ocr.examination_hold_move)."""
+    exam = examination_get_for(user=request.user, examination_uuid=examination_uuid)
+    permissions.require_patient_perm(request.user, permissions.MANAGE_LESIONS, exam.lesion.patient)
+    if not exam.is_held:
+        messages.error(request, "Only a held image can be moved to another patient.")
+        return redirect("lesions:examination-detail", examination_uuid=exam.uuid)
+    find_form, move_form = HoldMoveFindForm(), HoldMoveForm()
+    candidates: list[dict[str, Any]] = []
+    status = 200
+    if request.method == "POST" and "destination" in request.POST:
+        move_form = HoldMoveForm(request.POST)
+        if move_form.is_valid():
+            to_patient = patient_get_for(
+                user=request.user, patient_uuid=move_form.cleaned_data["patient"], perm=permissions.MANAGE_LESIONS
+            )
+            destination = move_form.cleaned_data["destination"]
+            to_lesion = None
+            if destination != HoldMoveForm.NEW_LESION:
+                to_lesion = lesion_get_for(user=request.user, lesion_uuid=destination, perm=permissions.MANAGE_LESIONS)
+            try:
+                moved = ocr.examination_hold_move(
+                    actor=request.user, exam=exam, to_patient=to_patient, to_lesion=to_lesion
+                )
+            except ocr.CannotMove as exc:
+                move_form.add_error(None, str(exc))
+            except ValidationError as exc:
+                move_form.add_error(None, " ".join(exc.messages))
+            else:
+                messages.success(
+                    request, "The image was moved to the other patient's record; its result is shown there."
+                )
+                return redirect("lesions:examination-detail", examination_uuid=moved.uuid)
+            candidates = _move_candidates([to_patient], request.user)
+        status = 400
+    elif request.method == "POST":
+        find_form = HoldMoveFindForm(request.POST)
+        if find_form.is_valid():
+            found = patients_by_record_number_for(
+                user=request.user,
+                medical_record_number=find_form.cleaned_data["record_number"],
+                perm=permissions.MANAGE_LESIONS,
+            )
+            others = [p for p in found if p.pk != exam.lesion.patient_id]
+            if found and not others:
+                find_form.add_error(
+                    "record_number", "That is this patient's own record number: confirm the image instead."
+                )
+            elif not others:
+                find_form.add_error("record_number", "No patient whose lesions you manage has that record number.")
+            candidates = _move_candidates(others, request.user)
+        status = 200 if candidates else 400
+    return render(
+        request,
+        "lesions/examination_hold_move.html",
+        {
+            "exam": exam,
+            "lesion": exam.lesion,
+            "find_form": find_form,
+            "move_form": move_form,
+            "candidates": candidates,
+            "new_lesion": HoldMoveForm.NEW_LESION,
+        },
+        status=status,
+    )
+
+
+def _move_candidates(patients, user) -> list[dict[str, Any]]:
+    return [{"patient": p, "lesions": list(lesion_list_for(user=user, patient=p))} for p in patients]
 
 
 @login_required

@@ -131,6 +131,25 @@ def patient_search_for(*, user: User, query: str) -> PatientSearchResult:
     return PatientSearchResult(patients=shown, more=len(found) > SEARCH_RESULTS or capped)
 
 
+def patients_by_record_number_for(
+    *, user: User, medical_record_number: str, perm: str = permissions.VIEW
+) -> list[Patient]:
+    """The records with exactly this record number (spaces and case ignored, as the blind index
+    is) on which the user holds `perm`: one per clinic at most. Nothing says whether such a record
+    exists where the user may not see it. Audited as `patient.view` for each record returned."""
+    if not medical_record_number.strip():
+        return []
+    found = list(
+        permissions.visible_patients(user, perm)
+        .filter(mrn_index__in=blind_index_candidates(medical_record_number))
+        .select_related("clinic")
+        .order_by("clinic__name", "pk")
+    )
+    for patient in found:
+        audit_record(actor=user, action="patient.view", target=patient, patient=patient)
+    return found
+
+
 def patient_find_by_mrn(*, clinic: Clinic, medical_record_number: str) -> Patient | None:
     """Not for a user: the uniqueness check at registration and the break-the-glass lookup use it.
     (Under every configured blind-index key, so a key rotation in progress finds every record.)"""

@@ -17,7 +17,7 @@ from inference.ocr_testset import label_image
 from lesions.models import Alert, Examination, Hold, OcrStatus
 from tests.browser.conftest import login, shot
 from tests.conftest import DATA_DIR, require_model, skip_or_fail
-from tests.factories import LesionFactory, lesion_jpeg_bytes
+from tests.factories import LesionFactory, PatientFactory, lesion_jpeg_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -82,4 +82,50 @@ def test_image_with_another_patients_record_number_is_held(new_page, clinic_staf
     exam.refresh_from_db()
     assert exam.hold == Hold.CONFIRMED
     shot(page, "ocr-hold-02-confirmed")
+    assert page.js_errors == []
+
+
+def test_held_image_is_moved_to_the_patient_whose_label_it_shows(
+    new_page, clinic_staff, patient, clinic, run_tasks_inline, tmp_path
+):
+    """The label names Anna Huber (QH-4711), registered at the same clinic: staff move the image
+    from Zelda's lesion onto a new lesion of Anna's, picking the number the OCR read."""
+    require_model()
+    try:
+        import rapidocr_onnxruntime  # noqa: F401
+    except ImportError:
+        skip_or_fail("rapidocr-onnxruntime is not installed (requirements/base.txt)")
+    owner = PatientFactory(clinic=clinic, medical_record_number="QH-4711", given_name="Anna", family_name="Huber")
+    lesion = LesionFactory(patient=patient)
+    labelled = label_image(
+        _lesion_photo().resize((400, 300)), ["QH-4711", "Anna Huber"], style="label", size=22, position=(10, 200)
+    )
+    path = tmp_path / "visit.jpg"
+    labelled.save(path, "JPEG", quality=85)
+
+    page = new_page()
+    login(page, clinic_staff.username)
+    page.goto(f"/lesions/{lesion.uuid}/")
+    page.get_by_label("Image(s)").set_input_files(str(path))
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_url("**/examinations/*/")
+    exam = Examination.objects.get(lesion=lesion)
+    assert exam.hold == Hold.HELD, exam.ocr_text
+    page.reload()
+    page.get_by_role("link", name="Another patient's: move the image").click()
+    page.wait_for_url("**/hold/move/")
+    page.get_by_role("button", name="QH-4711").click()  # the number read in the image
+    assert page.get_by_role("heading", name="Huber, Anna").is_visible()
+    shot(page, "ocr-hold-03-move-found")
+    page.get_by_label("A new lesion on the").check()
+    page.get_by_role("button", name="Move the image to this patient").click()
+    page.wait_for_url(f"**/examinations/{exam.uuid}/")
+    assert page.get_by_text("moved to the other patient's record").is_visible()
+    assert page.get_by_text("Estimated malignancy risk").is_visible()
+    exam.refresh_from_db()
+    assert exam.lesion.patient == owner
+    assert exam.hold == Hold.CONFIRMED
+    assert not Examination.objects.filter(lesion=lesion).exists()
+    assert "QH-4711" not in page.url
+    shot(page, "ocr-hold-04-moved")
     assert page.js_errors == []

@@ -51,10 +51,12 @@ ROWS: list[tuple[str, Codes | None, Codes | None]] = [
     ("lesions:lesion-detail",         (302, 200, 404, 200, 200, 404, 200),  None),
     ("lesions:examination-create",    None,                                 (302, 403, 404, 400, 400, 404, 400)),
     ("lesions:examination-detail",    (302, 302, 404, 200, 200, 404, 200),  None),
-    # The OCR hold (lesions.ocr): who may manage lesions confirms or deletes a held image; the
+    # The OCR hold (lesions.ocr): who may manage lesions confirms, moves or deletes a held image; the
     # fixture's examination is not held, so both are a no-op redirect for them.
     ("lesions:examination-hold-confirm", None,                              (302, 403, 404, 302, 302, 404, 302)),
     ("lesions:examination-hold-reject", None,                               (302, 403, 404, 302, 302, 404, 302)),
+    # Moving a held image (two steps, both POST) needs the right to manage lesions on both records.
+    ("lesions:examination-hold-move", (302, 403, 404, 302, 302, 404, 302),  (302, 403, 404, 302, 302, 404, 302)),
     ("lesions:examination-status",    (302, 200, 404, 200, 200, 404, 200),  None),
     ("lesions:examination-image",     (302, 200, 404, 200, 200, 404, 200),  None),
     # explanation-image: the visible roles get 404 only because the fixture's examination has no
