@@ -87,6 +87,12 @@ def mask_text(image: Image.Image, boxes: Sequence[tuple[int, int, int, int]], *,
     return out
 
 
+def stored_boxes(stored: Sequence[Sequence[float]] | None) -> list[tuple[int, int, int, int]]:
+    """The boxes of a stored list (JSON, as `TextBox.box` was saved) as integer rectangles; an
+    entry that is not four numbers is dropped, not guessed at."""
+    return [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in stored or [] if len(b) == 4]
+
+
 def plausible_text(text: str, box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
     """Drops what the detector finds in the lesion itself: a box of fewer than two letters or
     digits ("8", "®" over a pigment network), or one taller than 45 % of the image (a 40 px line

@@ -33,7 +33,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
-from inference.ocr import mask_text
+from inference.ocr import mask_text, stored_boxes
 from lesions.models import BodySite, Examination
 from patients.models import Patient
 
@@ -136,7 +136,7 @@ def _stored_pixels(exam: Examination, *, redact: bool = False) -> np.ndarray:
 def redact_text(image: Image.Image, boxes: list) -> Image.Image:
     """The image with the text the OCR found (labels, burnt-in names and dates) painted over,
     for exports that must not carry it (research, another system)."""
-    return mask_text(image, [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes or [] if len(b) == 4])
+    return mask_text(image, stored_boxes(boxes))
 
 
 def examination_dataset(

@@ -103,8 +103,7 @@ def other_patients_numbers(numbers: list[str], own_mrn: str) -> list[str]:
 
 def image_for_model(exam: Examination, image: Image.Image) -> Image.Image:
     """What the classifier sees: text regions filled with the image's median colour."""
-    boxes = [tuple(int(v) for v in box) for box in exam.ocr_boxes or []]
-    return text_reader.mask_text(image, [(b[0], b[1], b[2], b[3]) for b in boxes if len(b) == 4])
+    return text_reader.mask_text(image, text_reader.stored_boxes(exam.ocr_boxes))
 
 
 @transaction.atomic
