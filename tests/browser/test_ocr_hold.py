@@ -45,26 +45,31 @@ def run_tasks_inline(monkeypatch):
     monkeypatch.setattr(explain_examination_task, "delay", lambda exam_id, **kw: None)
 
 
-def test_image_with_another_patients_record_number_is_held(new_page, clinic_staff, patient, run_tasks_inline, tmp_path):
-    require_model()
+def _upload_labelled_image(page, staff, lesion, tmp_path) -> Examination:
+    """Staff log in and upload, on `lesion`, a lesion photograph with a printed label naming Anna
+    Huber, QH-4711; the real OCR reads it while the upload commits."""
     try:
         import rapidocr_onnxruntime  # noqa: F401
     except ImportError:
         skip_or_fail("rapidocr-onnxruntime is not installed (requirements/base.txt)")
-    assert patient.medical_record_number != "QH-4711"
-    lesion = LesionFactory(patient=patient)
     photo = _lesion_photo().resize((400, 300))
     labelled = label_image(photo, ["QH-4711", "Anna Huber"], style="label", size=22, position=(10, 200))
     path = tmp_path / "visit.jpg"
     labelled.save(path, "JPEG", quality=85)
-
-    page = new_page()
-    login(page, clinic_staff.username)
+    login(page, staff.username)
     page.goto(f"/lesions/{lesion.uuid}/")
     page.get_by_label("Image(s)").set_input_files(str(path))
     page.get_by_role("button", name="Upload").click()
     page.wait_for_url("**/examinations/*/")
-    exam = Examination.objects.get(lesion=lesion)
+    return Examination.objects.get(lesion=lesion)
+
+
+def test_image_with_another_patients_record_number_is_held(new_page, clinic_staff, patient, run_tasks_inline, tmp_path):
+    require_model()
+    assert patient.medical_record_number != "QH-4711"
+    lesion = LesionFactory(patient=patient)
+    page = new_page()
+    exam = _upload_labelled_image(page, clinic_staff, lesion, tmp_path)
     assert exam.ocr_status == OcrStatus.DONE
     assert exam.hold == Hold.HELD, exam.ocr_text
     assert "QH-4711" in exam.ocr_record_numbers
@@ -91,25 +96,10 @@ def test_held_image_is_moved_to_the_patient_whose_label_it_shows(
     """The label names Anna Huber (QH-4711), registered at the same clinic: staff move the image
     from Zelda's lesion onto a new lesion of Anna's, picking the number the OCR read."""
     require_model()
-    try:
-        import rapidocr_onnxruntime  # noqa: F401
-    except ImportError:
-        skip_or_fail("rapidocr-onnxruntime is not installed (requirements/base.txt)")
     owner = PatientFactory(clinic=clinic, medical_record_number="QH-4711", given_name="Anna", family_name="Huber")
     lesion = LesionFactory(patient=patient)
-    labelled = label_image(
-        _lesion_photo().resize((400, 300)), ["QH-4711", "Anna Huber"], style="label", size=22, position=(10, 200)
-    )
-    path = tmp_path / "visit.jpg"
-    labelled.save(path, "JPEG", quality=85)
-
     page = new_page()
-    login(page, clinic_staff.username)
-    page.goto(f"/lesions/{lesion.uuid}/")
-    page.get_by_label("Image(s)").set_input_files(str(path))
-    page.get_by_role("button", name="Upload").click()
-    page.wait_for_url("**/examinations/*/")
-    exam = Examination.objects.get(lesion=lesion)
+    exam = _upload_labelled_image(page, clinic_staff, lesion, tmp_path)
     assert exam.hold == Hold.HELD, exam.ocr_text
     page.reload()
     page.get_by_role("link", name="Another patient's: move the image").click()
