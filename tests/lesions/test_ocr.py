@@ -99,13 +99,13 @@ def test_masking_fills_boxes_with_the_median_colour():
     assert text_reader.mask_text(image, []) is image
 
 
-
 def test_stored_boxes_keep_four_number_rectangles_and_drop_the_rest():
     """What masking and export redaction read from `Examination.ocr_boxes` (JSON): floats are cut
     to pixels, an entry of the wrong length is dropped (not padded), nothing stored is nothing."""
     stored = [[1.7, 2, 30.2, 12], [5, 5, 9], [], [0, 0, 4, 4, 9]]
     assert text_reader.stored_boxes(stored) == [(1, 2, 30, 12)]
     assert text_reader.stored_boxes(None) == []
+
 
 # --- the hold, with a fake engine ----------------------------------------------------------
 
