@@ -56,7 +56,9 @@ def test_registered_risk_factors_are_stored_encrypted(staff_client):
     assert {name: getattr(patient, name) for name in COLUMNS} == RISK
     raw = _raw(patient.pk)
     for name, value in RISK.items():
-        assert value not in raw[name].lower()  # not the plaintext, not even inside
+        assert raw[name] != value
+        if len(value) >= 5:  # a 2-letter value ("no") turns up in random base64 now and then
+            assert value not in raw[name].lower()  # not even inside
         assert raw[name].startswith("gAAAAA")  # a Fernet token
         assert decrypt_bytes(raw[name].encode()).decode() == value
     # Two records with the same answers have different ciphertexts (random IV): no equality leak.
