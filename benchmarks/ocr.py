@@ -33,17 +33,17 @@ from PIL import Image
 
 from inference.ocr import OcrResult, RapidOcrEngine, TextBox, find_record_numbers
 
-ENGINES = (
-    "rapidocr",
-    "rapidocr-unclip2",
-    "rapidocr-u2b4",
-    "rapidocr-u24",
-    "rapidocr-600",
-    "rapidocr-736",
-    "rapidocr-cls",
-    "tesseract",
-    "easyocr",
-)
+# RapidOCR settings tried (README, "Text in images"): name -> (RapidOcrEngine arguments, label).
+RAPIDOCR_VARIANTS: dict[str, tuple[dict, str]] = {
+    "rapidocr": ({}, RapidOcrEngine.name),
+    "rapidocr-unclip2": ({"unclip_ratio": 2.0}, "unclip x2.0"),
+    "rapidocr-u2b4": ({"unclip_ratio": 2.0, "box_thresh": 0.4}, "unclip x2.0, box threshold 0.4"),
+    "rapidocr-u24": ({"unclip_ratio": 2.4}, "unclip x2.4"),
+    "rapidocr-600": ({"min_side": 600, "det_side": 600}, "image to 600 px, det size 600"),
+    "rapidocr-736": ({"det_side": 736}, "det size 736"),
+    "rapidocr-cls": ({"use_cls": True, "det_side": 736}, "det size 736, with cls"),
+}
+ENGINES = (*RAPIDOCR_VARIANTS, "tesseract", "easyocr")
 
 
 class TesseractEngine:
@@ -115,31 +115,11 @@ class EasyOcrEngine:
 
 
 def make_engine(name: str):
-    if name == "rapidocr":
-        return RapidOcrEngine()
-    if name == "rapidocr-cls":
-        engine = RapidOcrEngine(use_cls=True, det_side=736)
-        engine.name = "rapidocr-onnxruntime (det size 736, with cls)"
-        return engine
-    if name == "rapidocr-unclip2":
-        engine = RapidOcrEngine(unclip_ratio=2.0)
-        engine.name = "rapidocr-onnxruntime (unclip x2.0)"
-        return engine
-    if name == "rapidocr-u2b4":
-        engine = RapidOcrEngine(unclip_ratio=2.0, box_thresh=0.4)
-        engine.name = "rapidocr-onnxruntime (unclip x2.0, box threshold 0.4)"
-        return engine
-    if name == "rapidocr-u24":
-        engine = RapidOcrEngine(unclip_ratio=2.4)
-        engine.name = "rapidocr-onnxruntime (unclip x2.4)"
-        return engine
-    if name == "rapidocr-600":
-        engine = RapidOcrEngine(min_side=600, det_side=600)
-        engine.name = "rapidocr-onnxruntime (image to 600 px, det size 600)"
-        return engine
-    if name == "rapidocr-736":
-        engine = RapidOcrEngine(det_side=736)
-        engine.name = "rapidocr-onnxruntime (det size 736)"
+    if name in RAPIDOCR_VARIANTS:
+        kwargs, label = RAPIDOCR_VARIANTS[name]
+        engine = RapidOcrEngine(**kwargs)
+        if kwargs:
+            engine.name = f"{RapidOcrEngine.name} ({label})"
         return engine
     if name == "tesseract":
         return TesseractEngine()
